@@ -1,0 +1,1 @@
+"""SkyStream serving side: watcher, Faust workers, ONNX scoring. Never imports TensorFlow or training/."""

@@ -1,0 +1,18 @@
+"""Errors that reject one input without stopping a worker."""
+
+from __future__ import annotations
+
+
+class Rejected(Exception):
+    """An input that cannot be processed. It becomes a dead-letter message; the stream goes on.
+
+    ``reason`` is a short stable code (for metrics labels and alert rules), the message is the
+    human-readable explanation.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.args[0]
