@@ -1,0 +1,196 @@
+"""The Faust workers: preprocess (file event -> features) and score (features -> prediction -> alert).
+
+Delivery is at-least-once: Faust commits an offset only after the agent has finished the event, so
+a worker that stops mid-stream leaves its uncommitted events to the next owner of the partition.
+Results are idempotent: every message about a file is keyed by its file_id, and the same file and
+model version always give the same prediction_id and content.
+
+Bad input never stops a worker: any failure becomes one dead-letter message (stage, reason, input
+reference) on the rejected topic, and the agent goes on with the next event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import faust
+
+import schemas
+from stream import features, storage
+from stream.alerts import alerts_for
+from stream.broker import faust_broker_url
+from stream.config import TOPICS, Settings
+from stream.deadletters import rejected_record
+from stream.errors import Rejected
+from stream.metrics import ASSIGNED_PARTITIONS, CONSUMER_LAG, END_TO_END_LATENCY, MESSAGES_PROCESSED, STAGE_LATENCY
+from stream.registry import open_registry
+from stream.scoring import Scorer
+
+log = logging.getLogger(__name__)
+
+SCORE_BATCH = 256
+SCORE_WITHIN_SECONDS = 0.02
+
+
+def _extract_from_uri(kind: str, uri: str, file_id: str, detected_at_ms: int) -> tuple[str, dict[str, Any]]:
+    """Read and preprocess one file (module level so a process pool can run it)."""
+    data = storage.read_bytes(uri)
+    return features.extract(kind, data, uri=uri, file_id=file_id, detected_at_ms=detected_at_ms)
+
+
+def create_app(settings: Settings, broker: str, worker_name: str = "worker") -> faust.App:
+    datadir = settings.state_dir / "faust" / worker_name
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=faust_broker_url(broker),
+        broker_credentials=_credentials(settings),
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        datadir=str(datadir),
+        web_enabled=False,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        # Short group timeouts: with the defaults a worker needs 30-110 s to join a group on the
+        # embedded broker (ENVIRONMENT.md); these keep rebalances to seconds on any Kafka.
+        broker_session_timeout=6.0,
+        broker_rebalance_timeout=6.0,
+        broker_heartbeat_interval=1.0,
+        broker_commit_interval=1.0,
+        producer_linger_ms=2,
+    )
+    topics = {k: app.topic(v, key_type=bytes, value_type=bytes, internal=False) for k, v in TOPICS.items()}
+    scorer = Scorer(open_registry(settings.registry), toi=_toi(settings))
+    # Light-curve period searches take seconds of CPU: run them in a process so the event loop keeps
+    # heartbeating and spectra keep flowing. Spectra take well under a millisecond and run inline.
+    pool = ProcessPoolExecutor(max_workers=1)
+
+    async def dead_letter(stage: str, exc: BaseException, **ref: Any) -> None:
+        record = rejected_record(stage, exc, **ref)
+        key = (ref.get("file_id") or ref.get("uri") or "").encode()
+        await topics["rejected"].send(key=key, value=schemas.encode("Rejected", record))
+
+    @app.agent(topics["files"], name="preprocess")
+    async def preprocess(stream: faust.Stream) -> None:
+        loop = asyncio.get_running_loop()
+        async for event in stream.events():
+            t0 = time.perf_counter()
+            raw: bytes = event.value
+            try:
+                _, fe = schemas.decode(raw, expect="FileEvent")
+            except schemas.SchemaError as exc:
+                await dead_letter("decode", Rejected("bad-message", str(exc)), topic=TOPICS["files"], payload=raw)
+                MESSAGES_PROCESSED.labels(agent="preprocess", outcome="rejected").inc()
+                continue
+            args = (fe["kind"], fe["uri"], fe["file_id"], fe["detected_at_ms"])
+            try:
+                if fe["kind"] == "lightcurve":
+                    name, record = await loop.run_in_executor(pool, _extract_from_uri, *args)
+                else:
+                    name, record = _extract_from_uri(*args)
+                topic = topics[features.KINDS[fe["kind"]][1]]
+                await topic.send(key=fe["file_id"].encode(), value=schemas.encode(name, record))
+                outcome = "ok"
+            except Exception as exc:
+                if not isinstance(exc, Rejected):
+                    log.exception("preprocess failed for %s", fe["uri"])
+                await dead_letter("preprocess", exc, uri=fe["uri"], file_id=fe["file_id"], topic=TOPICS["files"])
+                outcome = "rejected"
+            MESSAGES_PROCESSED.labels(agent="preprocess", outcome=outcome).inc()
+            STAGE_LATENCY.labels(stage="preprocess").observe(time.perf_counter() - t0)
+
+    async def score_stream(stream: faust.Stream, kind: str, schema_name: str, topic_name: str) -> None:
+        async for events in stream.take_events(SCORE_BATCH, within=SCORE_WITHIN_SECONDS):
+            t0 = time.perf_counter()
+            records, raws = [], []
+            for ev in events:
+                try:
+                    records.append(schemas.decode(ev.value, expect=schema_name)[1])
+                    raws.append(ev.value)
+                except schemas.SchemaError as exc:
+                    await dead_letter("decode", Rejected("bad-message", str(exc)), topic=topic_name, payload=ev.value)
+                    MESSAGES_PROCESSED.labels(agent="score", outcome="rejected").inc()
+            if not records:
+                continue
+            try:
+                results = await asyncio.to_thread(scorer.score, kind, records) if kind == "lightcurve" \
+                    else scorer.score(kind, records)
+            except Exception as exc:  # e.g. no model in the registry: every record is a dead letter
+                log.exception("scoring batch failed")
+                results = [exc] * len(records)
+            now = time.time()
+            for rec, raw, res in zip(records, raws, results, strict=True):
+                if isinstance(res, BaseException):
+                    await dead_letter("score", res, uri=rec["uri"], file_id=rec["file_id"], topic=topic_name,
+                                      payload=raw)
+                    MESSAGES_PROCESSED.labels(agent="score", outcome="rejected").inc()
+                    continue
+                await topics["predictions"].send(key=rec["file_id"].encode(), value=schemas.encode("Prediction", res))
+                END_TO_END_LATENCY.labels(kind=kind).observe(max(0.0, now - res["detected_at_ms"] / 1000))
+                MESSAGES_PROCESSED.labels(agent="score", outcome="ok").inc()
+                try:
+                    for alert in alerts_for(res):
+                        await topics["alerts"].send(key=rec["file_id"].encode(), value=schemas.encode("Alert", alert))
+                except Exception as exc:
+                    await dead_letter("alert", exc, uri=rec["uri"], file_id=rec["file_id"], topic=topic_name)
+            STAGE_LATENCY.labels(stage="score").observe((time.perf_counter() - t0) / max(1, len(records)))
+
+    @app.agent(topics["features.spectrum"], name="score-spectra")
+    async def score_spectra(stream: faust.Stream) -> None:
+        await score_stream(stream, "spectrum", "SpectrumFeatures", TOPICS["features.spectrum"])
+
+    @app.agent(topics["features.lightcurve"], name="score-lightcurves")
+    async def score_lightcurves(stream: faust.Stream) -> None:
+        await score_stream(stream, "lightcurve", "LightCurveFeatures", TOPICS["features.lightcurve"])
+
+    @app.timer(interval=2.0)
+    async def export_lag() -> None:
+        consumer = app.consumer
+        assignment = consumer.assignment()
+        per_topic: dict[str, int] = {name: 0 for name in TOPICS.values()}
+        for tp in assignment:
+            per_topic[tp.topic] = per_topic.get(tp.topic, 0) + 1
+        for name, n in per_topic.items():
+            ASSIGNED_PARTITIONS.labels(topic=name).set(n)
+        for tp in assignment:
+            try:
+                position = await consumer.position(tp)
+                highwater = consumer.highwater(tp)  # from fetch responses: right even where ListOffsets is stale
+            except Exception:
+                continue
+            if position is not None and highwater is not None:
+                CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, highwater - position))
+
+    app.scorer = scorer  # type: ignore[attr-defined]
+    return app
+
+
+def _credentials(settings: Settings) -> Any:
+    if settings.security_protocol.startswith("SASL"):
+        ssl_context = None
+        if settings.security_protocol == "SASL_SSL":
+            from aiokafka.helpers import create_ssl_context
+
+            ssl_context = create_ssl_context(cafile=settings.ssl_cafile)
+        return faust.SASLCredentials(
+            username=settings.sasl_username, password=settings.sasl_password,
+            mechanism=settings.sasl_mechanism or "PLAIN", ssl_context=ssl_context,
+        )
+    if settings.security_protocol == "SSL":
+        from aiokafka.helpers import create_ssl_context
+
+        return faust.SSLCredentials(create_ssl_context(cafile=settings.ssl_cafile))
+    return None
+
+
+def _toi(settings: Settings) -> Any:
+    try:
+        from stream import toi
+    except ImportError:  # the TOI matcher arrives with the TESS work
+        return None
+    return toi.load_default(settings.toi_table)
