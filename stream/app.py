@@ -12,6 +12,7 @@ reference) on the rejected topic, and the agent goes on with the next event.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -20,7 +21,7 @@ from typing import Any
 import faust
 
 import schemas
-from stream import features, storage
+from stream import features, model_updates, storage
 from stream.alerts import alerts_for
 from stream.broker import faust_broker_url
 from stream.config import TOPICS, Settings
@@ -166,6 +167,12 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker") -> 
             if position is not None and highwater is not None:
                 CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, highwater - position))
 
+    @app.task
+    async def follow_model_updates() -> None:
+        # Every worker applies every announcement (hot swap without restart).
+        await model_updates.follow(settings_with_broker, scorer)
+
+    settings_with_broker = dataclasses.replace(settings, broker=broker)
     app.scorer = scorer  # type: ignore[attr-defined]
     return app
 

@@ -10,6 +10,7 @@ from typing import Any
 from stream.errors import Rejected
 from stream.inference import OnnxModel
 from stream.metrics import INFERENCE_BATCH_SIZE, INFERENCE_SECONDS, PREDICTION_SCORE, PREDICTIONS, set_model
+from stream.model_updates import verified_model
 from stream.registry import LocalRegistry, RegistryError
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ class Scorer:
         with self._lock:
             if task not in self._models:
                 try:
-                    m = OnnxModel(self.registry.load(task))
+                    m = verified_model(self.registry.uri, task, self.registry.champion(task))
                 except RegistryError as exc:
                     raise Rejected("no-model", str(exc)) from None
                 self._models[task] = m

@@ -1,0 +1,112 @@
+"""The watcher against the real embedded broker: what it publishes, and what it never publishes twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+import schemas
+from stream.broker import ensure_topics
+from stream.config import TOPICS, Settings
+from stream.sources import DirectorySource
+from stream.watcher import Ledger, Watcher, ledger_path
+
+
+async def _poll(broker: str, directory: Path, state: Path, settle: float = 0.0) -> tuple[int, int]:
+    await ensure_topics(broker, Settings(partitions=2))
+    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all")
+    await producer.start()
+    source = DirectorySource(directory, settle_seconds=settle)
+    ledger = Ledger(ledger_path(state, source))
+    try:
+        res = await Watcher(source, lambda t, k, v: producer.send(t, v, key=k), ledger).poll()
+    finally:
+        await producer.stop()
+        ledger.close()
+    return res.published, res.rejected
+
+
+async def _read_all(broker: str) -> tuple[list[dict], list[dict]]:
+    consumer = AIOKafkaConsumer(TOPICS["files"], TOPICS["rejected"], bootstrap_servers=broker,
+                                auto_offset_reset="earliest", group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    events, dead = [], []
+    try:
+        idle = 0
+        while idle < 3:
+            batch = await consumer.getmany(timeout_ms=300)
+            idle = 0 if batch else idle + 1
+            for msgs in batch.values():
+                for m in msgs:
+                    name, rec = schemas.decode(m.value)
+                    (events if name == "FileEvent" else dead).append(rec)
+    finally:
+        await consumer.stop()
+    return events, dead
+
+
+@pytest.fixture()
+def inbox(tmp_path: Path, smass_dir: Path) -> Path:
+    d = tmp_path / "inbox"
+    d.mkdir()
+    for f in sorted(smass_dir.iterdir())[:20]:
+        shutil.copy(f, d / f.name)
+    return d
+
+
+def test_publishes_files_already_there_once_across_restarts(embedded_broker, inbox: Path, tmp_path: Path) -> None:
+    b, state = embedded_broker.bootstrap, tmp_path / "state"
+    assert asyncio.run(_poll(b, inbox, state)) == (20, 0)
+    # A restart (new process, same ledger) publishes nothing again, nor does the same content renamed.
+    shutil.copy(inbox / sorted(os.listdir(inbox))[0], inbox / "renamed-copy.txt")
+    assert asyncio.run(_poll(b, inbox, state)) == (0, 0)
+    # Changed content is new content.
+    with open(inbox / "renamed-copy.txt", "a") as fh:
+        fh.write("0.9300\t1.1000\t0.0100\n")
+    assert asyncio.run(_poll(b, inbox, state)) == (1, 0)
+
+    events, dead = asyncio.run(_read_all(b))
+    assert len(events) == 21 and not dead
+    assert len({e["file_id"] for e in events}) == 21
+    assert {e["kind"] for e in events} == {"spectrum"}
+    for e in events:
+        schemas.validate("FileEvent", e)
+        assert Path(e["uri"]).is_absolute() and e["size_bytes"] == Path(e["uri"]).stat().st_size
+
+
+def test_never_publishes_a_file_still_being_written(embedded_broker, tmp_path: Path, smass_dir: Path) -> None:
+    b, state, inbox = embedded_broker.bootstrap, tmp_path / "state", tmp_path / "inbox"
+    inbox.mkdir()
+    content = sorted(smass_dir.iterdir())[0].read_bytes()
+    growing = inbox / "a000001.[2]"
+    growing.write_bytes(content[:100])
+    (inbox / ".hidden.part").write_bytes(content)  # temporary names are never offered
+    assert asyncio.run(_poll(b, inbox, state, settle=2.0)) == (0, 0)
+    growing.write_bytes(content)  # the writer finishes
+    old = time.time() - 10
+    os.utime(growing, (old, old))  # ... and the file has been quiet for longer than the settle time
+    assert asyncio.run(_poll(b, inbox, state, settle=2.0)) == (1, 0)
+    events, _ = asyncio.run(_read_all(b))
+    assert len(events) == 1 and events[0]["size_bytes"] == len(content)
+
+
+def test_unknown_files_go_to_the_dead_letter_topic_once(embedded_broker, tmp_path: Path, bad_files) -> None:
+    b, state = embedded_broker.bootstrap, tmp_path / "state"
+    inbox = tmp_path / "bad"
+    (inbox / "notes.md").write_text("# observing log\nclouds all night, nothing taken\n")
+    published, rejected = asyncio.run(_poll(b, inbox, state))
+    assert rejected >= 3  # empty, binary garbage, prose: refused by the watcher itself
+    assert asyncio.run(_poll(b, inbox, state)) == (0, 0)
+    events, dead = asyncio.run(_read_all(b))
+    by_name = {Path(d["uri"]).name: d for d in dead}
+    assert by_name["empty.txt"]["reason"] == "empty-file"
+    assert by_name["garbage.bin"]["reason"] == "binary-content"
+    assert by_name["notes.md"]["reason"] == "unknown-kind"
+    assert all(d["stage"] == "watch" and d["error"] for d in dead)
+    assert len(dead) == rejected and len(events) == published
