@@ -128,3 +128,14 @@ def apply_update(settings: Settings, scorer: Any, raw: bytes) -> bool:
     scorer.swap(model)
     log.warning("now serving %s v%s (%s)", task, version, upd["action"])
     return True
+
+
+def make_smoke_test(onnx: bytes, inputs: dict[str, np.ndarray], atol: float = 1e-4) -> dict[str, Any]:
+    """The ``smoke_test`` metadata entry for a model: a few reference inputs and the outputs this
+    ONNX file gives for them (training calls this before publishing)."""
+    from stream.registry import ModelVersion
+
+    model = OnnxModel(ModelVersion("smoke", "0", onnx, {}))
+    outputs = model.run(inputs)
+    return {"inputs": {k: np.asarray(v, dtype=np.float32).tolist() for k, v in inputs.items()},
+            "outputs": {k: v.tolist() for k, v in outputs.items()}, "atol": atol}

@@ -7,6 +7,7 @@ import threading
 import time
 from typing import Any
 
+from stream.drift import DriftMonitor
 from stream.errors import Rejected
 from stream.inference import OnnxModel
 from stream.metrics import INFERENCE_BATCH_SIZE, INFERENCE_SECONDS, PREDICTION_SCORE, PREDICTIONS, set_model
@@ -30,6 +31,7 @@ class Scorer:
         self.registry = registry
         self.toi = toi
         self._models: dict[str, OnnxModel] = {}
+        self._drift: dict[str, DriftMonitor] = {}
         self._lock = threading.Lock()
 
     def model(self, task: str) -> OnnxModel:
@@ -39,14 +41,22 @@ class Scorer:
                     m = verified_model(self.registry.uri, task, self.registry.champion(task))
                 except RegistryError as exc:
                     raise Rejected("no-model", str(exc)) from None
-                self._models[task] = m
-                set_model(task, m.name, m.version)
+                self._install(m)
                 log.info("serving %s model %s v%s", task, m.name, m.version)
             return self._models[task]
 
     def swap(self, model: OnnxModel) -> None:
         with self._lock:
-            self._models[model.task] = model
+            self._install(model)
+
+    def _install(self, model: OnnxModel) -> None:
+        # A new model brings its own drift reference (its training population).
+        self._models[model.task] = model
+        ref = model.metadata.get("drift_reference")
+        if ref:
+            self._drift[model.task] = DriftMonitor(model.task, ref)
+        else:
+            self._drift.pop(model.task, None)
         set_model(model.task, model.name, model.version)
 
     def _run(self, task: str, model: OnnxModel, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -82,11 +92,14 @@ class Scorer:
                     results.append(Rejected("scoring-failed", f"{type(exc).__name__}: {exc}"))
         INFERENCE_SECONDS.labels(task=task).observe(time.perf_counter() - t0)
         INFERENCE_BATCH_SIZE.labels(task=task).observe(len(records))
-        for r in results:
+        drift = self._drift.get(task)
+        for rec, r in zip(records, results, strict=True):
             if isinstance(r, dict):
                 label, score = top_label(r)
                 PREDICTIONS.labels(task=task, label=label).inc()
                 PREDICTION_SCORE.labels(task=task).observe(score)
+                if drift is not None:
+                    drift.observe(rec, label)
         return results
 
 
