@@ -39,7 +39,12 @@ SCORE_WITHIN_SECONDS = 0.02
 
 def _extract_from_uri(kind: str, uri: str, file_id: str, detected_at_ms: int) -> tuple[str, dict[str, Any]]:
     """Read and preprocess one file (module level so a process pool can run it)."""
-    data = storage.read_bytes(uri)
+    try:
+        data = storage.read_bytes(uri)
+    except ConnectionError as exc:
+        # Storage stayed unreachable through the client's retries. The dead letter keeps the
+        # reference, so the file can be replayed once storage is back; the stream goes on.
+        raise Rejected("storage-unavailable", f"{uri}: {exc}") from exc
     return features.extract(kind, data, uri=uri, file_id=file_id, detected_at_ms=detected_at_ms)
 
 

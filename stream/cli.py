@@ -217,6 +217,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
         finally:
             await producer.stop()
             ledger.close()
+            close = getattr(source, "close", None)
+            if close:  # S3 sources write their listing checkpoint here
+                close()
 
     asyncio.run(main())
     return 0

@@ -102,12 +102,17 @@ class Watcher:
         """One pass over the source: publish what is new, in batches acknowledged by the broker."""
         result = PollResult()
         pending: list[tuple[Awaitable[object], str, Candidate, str]] = []
-        for c in self.source.scan():
+        # Listing an S3 prefix takes network round trips: keep them off the event loop.
+        candidates = await asyncio.to_thread(lambda: list(self.source.scan()))
+        for c in candidates:
             if self.ledger.unchanged(c):
                 continue
             FILES_DISCOVERED.labels(source=self.source.name).inc()
             try:
                 file_id, head = self._identify(c)
+            except ConnectionError as exc:  # storage unreachable (after retries): try again next poll
+                log.warning("cannot read %s now (%s); will retry", c.uri, exc)
+                continue
             except Rejected as exc:
                 # The file vanished or cannot be read: say so once, do not record it (it may come back).
                 record = rejected_record("watch", exc, uri=c.uri)
