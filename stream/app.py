@@ -27,9 +27,16 @@ from stream.broker import faust_broker_url
 from stream.config import TOPICS, Settings
 from stream.deadletters import rejected_record
 from stream.errors import Rejected
-from stream.metrics import ASSIGNED_PARTITIONS, CONSUMER_LAG, END_TO_END_LATENCY, MESSAGES_PROCESSED, STAGE_LATENCY
+from stream.metrics import (
+    ALERTS,
+    ASSIGNED_PARTITIONS,
+    CONSUMER_LAG,
+    END_TO_END_LATENCY,
+    MESSAGES_PROCESSED,
+    STAGE_LATENCY,
+)
 from stream.registry import open_registry
-from stream.scoring import Scorer
+from stream.scoring import TASK_OF_KIND, Scorer
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +149,7 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker") -> 
                 try:
                     for alert in alerts_for(res):
                         await topics["alerts"].send(key=rec["file_id"].encode(), value=schemas.encode("Alert", alert))
+                        ALERTS.labels(task=TASK_OF_KIND[kind], reason=alert["reason"]).inc()
                 except Exception as exc:
                     await dead_letter("alert", exc, uri=rec["uri"], file_id=rec["file_id"], topic=topic_name)
             STAGE_LATENCY.labels(stage="score").observe((time.perf_counter() - t0) / max(1, len(records)))
@@ -154,6 +162,17 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker") -> 
     async def score_lightcurves(stream: faust.Stream) -> None:
         await score_stream(stream, "lightcurve", "LightCurveFeatures", TOPICS["features.lightcurve"])
 
+    exported_lag: set[tuple[str, str]] = set()
+
+    @app.task
+    async def load_models() -> None:
+        # Load (and verify) the champions at start, so /metrics shows what serves before any input.
+        for task in TASK_OF_KIND.values():
+            try:
+                await asyncio.to_thread(scorer.model, task)
+            except Rejected as exc:
+                log.error("no %s model can serve yet: %s", task, exc)
+
     @app.timer(interval=2.0)
     async def export_lag() -> None:
         consumer = app.consumer
@@ -163,6 +182,11 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker") -> 
             per_topic[tp.topic] = per_topic.get(tp.topic, 0) + 1
         for name, n in per_topic.items():
             ASSIGNED_PARTITIONS.labels(topic=name).set(n)
+        # Partitions this worker lost: drop their series rather than leave a frozen value behind.
+        current = {(tp.topic, str(tp.partition)) for tp in assignment}
+        for labels in exported_lag - current:
+            CONSUMER_LAG.remove(*labels)
+        exported_lag.intersection_update(current)
         for tp in assignment:
             try:
                 position = await consumer.position(tp)
@@ -171,6 +195,7 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker") -> 
                 continue
             if position is not None and highwater is not None:
                 CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, highwater - position))
+                exported_lag.add((tp.topic, str(tp.partition)))
 
     @app.task
     async def follow_model_updates() -> None:

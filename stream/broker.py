@@ -144,7 +144,7 @@ async def ensure_topics(bootstrap: str, settings: Settings, timeout: float = 30.
         existing = set(await admin.list_topics())
         # Models and labels are low-volume control topics; one partition keeps them ordered.
         wanted = [
-            NewTopic(name, 1 if key in ("models", "labels") else settings.partitions, 1)
+            NewTopic(name, 1 if key in ("models", "labels") else settings.partitions, settings.replication_factor)
             for key, name in TOPICS.items() if name not in existing
         ]
         for t in wanted:

@@ -24,6 +24,8 @@ environment:
   SKYSTREAM_REGISTRY    model registry directory or s3://bucket/prefix (default var/registry)
   SKYSTREAM_STATE_DIR   local state: watcher ledger, worker data (default var/state)
   SKYSTREAM_PARTITIONS  partitions per data topic when topics are created (default 4)
+  SKYSTREAM_REPLICATION_FACTOR  replication of created topics (default 1; 3 on a real cluster)
+  SKYSTREAM_WATCH_SOURCE  what `skystream watch` watches when no argument is given
   SKYSTREAM_METRICS_PORT  port of /metrics (default: a free port, printed at start)
   SKYSTREAM_KAFKA_SECURITY_PROTOCOL, _SASL_MECHANISM, _SASL_USERNAME, _SASL_PASSWORD, _SSL_CAFILE
                         TLS/SASL for production Kafka clusters
@@ -80,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Watch SOURCE (a directory tree, or s3://bucket/prefix) and publish one "
                        "file event per complete file with new content, including files already there. "
                        "Files that are neither spectra nor light curves go to the dead-letter topic.")
-    p.add_argument("source", help="directory or s3://bucket/prefix")
+    p.add_argument("source", nargs="?", default=os.environ.get("SKYSTREAM_WATCH_SOURCE"),
+                   help="directory or s3://bucket/prefix (default: $SKYSTREAM_WATCH_SOURCE)")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between polls (default 2)")
     p.add_argument("--settle", type=float, default=1.0,
                    help="a file counts as complete once unchanged for this many seconds (default 1)")
@@ -189,6 +192,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     settings = Settings()
     broker = _require_broker(args, settings)
+    if not args.source:
+        sys.exit("watch: give a directory or s3://bucket/prefix (or set SKYSTREAM_WATCH_SOURCE)")
     port = metrics.serve(_metrics_port(args, settings))
     source = make_source(args.source, settings, args.settle)
     log.info("watching %s; metrics on :%d", source.name, port)

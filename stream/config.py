@@ -35,6 +35,7 @@ class Settings:
     registry: str = field(default_factory=lambda: _env("SKYSTREAM_REGISTRY", "var/registry"))
     state_dir: Path = field(default_factory=lambda: Path(_env("SKYSTREAM_STATE_DIR", "var/state")))
     partitions: int = field(default_factory=lambda: int(_env("SKYSTREAM_PARTITIONS", "4")))
+    replication_factor: int = field(default_factory=lambda: int(_env("SKYSTREAM_REPLICATION_FACTOR", "1")))
     app_id: str = field(default_factory=lambda: _env("SKYSTREAM_APP_ID", "skystream"))
     metrics_port: int = field(default_factory=lambda: int(_env("SKYSTREAM_METRICS_PORT", "0")))
     # Kafka security for production clusters; empty means PLAINTEXT.

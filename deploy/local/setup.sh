@@ -35,7 +35,7 @@ if [ "$mode" = full ] && ! command -v prometheus >/dev/null 2>&1; then
   # Metrics tests run against a real Prometheus from Debian.
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "[setup] installing Prometheus from Debian" >&2
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) \
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null) \
       || echo "[setup] could not install prometheus; the tests that need it will be skipped" >&2
   else
     echo "[setup] prometheus not installed and not root; the tests that need it will be skipped" >&2
