@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,31 @@ class LocalStack:
                 proc.kill()
                 proc.wait()
         return proc.returncode
+
+    def assigned(self, port: int, topic: str = TOPICS["files"]) -> float:
+        """Partitions of ``topic`` the worker behind metrics ``port`` owns now (0 if not up yet)."""
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+        except OSError:
+            return 0.0
+        for line in text.splitlines():
+            if line.startswith("skystream_assigned_partitions{") and f'topic="{topic}"' in line:
+                return float(line.rpartition(" ")[2])
+        return 0.0
+
+    def wait_ready(self, timeout: float = 120.0) -> float:
+        """Block until the running workers together own every partition of the files topic (the
+        group has settled); return the seconds it took."""
+        t0 = time.monotonic()
+        while True:
+            live = [p for proc, p in zip(self.workers, self.worker_metrics_ports, strict=True) if proc.poll() is None]
+            counts = [self.assigned(p) for p in live]
+            if live and all(c > 0 for c in counts) and sum(counts) >= self.partitions:
+                return time.monotonic() - t0
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(f"workers did not own all {self.partitions} partitions within {timeout:.0f} s "
+                                   f"(logs in {self.log_dir})")
+            time.sleep(0.2)
 
     def stop(self) -> None:
         for proc in self.workers:

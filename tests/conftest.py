@@ -37,12 +37,15 @@ def embedded_broker(tmp_path: Path):
         yield broker
 
 
+# A SMASS-format table (0.435-0.925 um) cut off mid-line after ~0.53 um, as a broken download leaves it.
+_TABLE = "".join(f"{0.435 + i * 0.0025:.4f}\t{1 + 0.3 * i / 196:.4f}\t0.0100\n" for i in range(197)).encode()
 BAD_FILES = {
     # name -> (content, reason codes acceptable for it)
-    "truncated.txt": (b"0.4350\t0.9004\t0.0149\n0.4375\t0.91", {"too-few-points"}),
+    "truncated.txt": (_TABLE[:800], {"insufficient-coverage"}),
     "garbage.bin": (np.random.default_rng(1).bytes(4096), {"binary-content"}),
     "empty.txt": (b"", {"empty-file"}),
-    "wrong_columns.txt": (b"\n".join(b"a b c d e f" for _ in range(40)), {"unknown-kind", "not-a-table"}),
+    "wrong_columns.txt": (b"\n".join(f"{0.44 + i * 0.01:.2f} 1.0 0.01 5 6".encode() for i in range(49)),
+                          {"unknown-kind", "wrong-columns"}),
     "all_nan.txt": (b"\n".join(f"{0.44 + i * 0.01:.2f}\tnan\t0.01".encode() for i in range(49)), {"all-nan"}),
 }
 

@@ -39,13 +39,6 @@ def _metric(port: int, name: str) -> dict[str, float]:
     return out
 
 
-def _assigned(port: int) -> float:
-    try:
-        return sum(_metric(port, "skystream_assigned_partitions").values())
-    except OSError:
-        return 0.0
-
-
 def _watch_once(stack: LocalStack, directory: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "stream.cli", "watch", str(directory), "--once", "--settle", "0",
@@ -81,7 +74,8 @@ def test_stream_end_to_end(tmp_path: Path, smass_dir: Path, bad_files: dict[str,
         a, b = stack.start_worker(), stack.start_worker()
         port_a, port_b = stack.worker_metrics_ports
         # Both workers joined the group and each owns part of the partitions.
-        _wait(lambda: _assigned(port_a) > 0 and _assigned(port_b) > 0, 120, "both workers to get partitions")
+        stack.wait_ready()
+        assert 0 < stack.assigned(port_a) < 4 and 0 < stack.assigned(port_b) < 4
 
         _watch_once(stack, first)
         expected_first = half + len(bad_files)

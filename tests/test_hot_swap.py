@@ -76,8 +76,7 @@ def test_new_version_mid_stream_and_corrupt_version_refused(tmp_path: Path, smas
     with LocalStack(state_dir=tmp_path / "state", registry=str(registry.root), partitions=2) as stack:
         worker = stack.start_worker()
         port = stack.worker_metrics_ports[0]
-        _wait(lambda: _sample(port, "skystream_assigned_partitions", topic="skystream.files") == 2, 120,
-              "the worker to join")
+        stack.wait_ready()
         _feed(stack, spectra[:150], tmp_path / "batch1")
         asyncio.run(collect(stack.broker, lambda c: len({p["file_id"] for p in c.predictions}) >= 150, 120))
         assert _serving(port) == v1

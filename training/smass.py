@@ -1,11 +1,633 @@
-"""Placeholder: filled in by the smass training work."""
+"""`skystream train smass`: asteroid main groups (C/S/X/Other) and Bus classes from SMASSII spectra.
+
+Data: SMASSII visible spectra (Bus & Binzel 2002, smass.mit.edu/smass.html: ``smass2data.tar.gz`` and
+``Bus.Taxonomy.txt``), read from ``../shared/data/smass2`` by default. Features come from
+stream.spectra, the same code the stream runs.
+"""
+
+from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
+import json
+import re
+import sys
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from stream import spectra
+from stream.errors import Rejected
+
+ORIGIN = "http://smass.mit.edu/smass.html (Bus & Binzel 2002, Icarus 158, 146): smass2data.tar.gz, Bus.Taxonomy.txt"
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "smass2"
+
+# Main groups in the convention of SCIENCE.md. Q (and unclassified "-") belong to none: such
+# spectra are left out of training (SMASSII holds no Q spectrum, so nothing is lost).
+MAIN_GROUPS: dict[str, tuple[str, ...]] = {
+    "C": ("B", "C", "Cb", "Cg", "Cgh", "Ch"),
+    "S": ("S", "Sa", "Sk", "Sl", "Sq", "Sr"),
+    "X": ("X", "Xc", "Xe", "Xk"),
+    "Other": ("A", "D", "K", "L", "Ld", "O", "R", "T", "V"),
+}
+GROUP_NAMES: tuple[str, ...] = tuple(MAIN_GROUPS)
+BUS_TO_GROUP = {bus: group for group, classes in MAIN_GROUPS.items() for bus in classes}
+BUS_CLASS_NAMES: tuple[str, ...] = tuple(sorted(BUS_TO_GROUP))  # the Bus head's classes (25, no Q)
+
+
+# --------------------------------------------------------------------------------------------
+# Labels
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TaxonomyEntry:
+    object: str  # "1" or "1996 UK": the same convention as stream.spectra.object_name
+    name: str
+    tholen: str
+    bus: str  # "" when unclassified
+
+
+_PROVISIONAL = re.compile(r"\d{4} [A-Z]{2}\d*")
+
+
+def parse_taxonomy(text: str) -> dict[str, TaxonomyEntry]:
+    """Bus.Taxonomy.txt → entries by object.
+
+    Rows are ``number name<TAB>tholen<TAB>bus`` with provisional designations (``1996 UK``) indented
+    and without a number; some rows carry extra tabs (``523 Ada<TAB><TAB><TAB><TAB>X``), so the Bus
+    class is the last field and the Tholen class the second, never fixed positions. (Reading fixed
+    tab positions loses 523 Ada (X) and 614 Pia (C): that gives the 1,339 of the published counts.)
+    """
+    entries: dict[str, TaxonomyEntry] = {}
+    for line in text.splitlines():
+        if "\t" not in line:
+            continue  # header prose
+        fields = line.split("\t")
+        designation = " ".join(fields[0].split())
+        tholen = fields[1].strip() if len(fields) > 2 else ""
+        bus = fields[-1].strip()
+        bus = "" if bus == "-" else bus
+        if line[:1].isspace() or _PROVISIONAL.fullmatch(designation):
+            obj, name = designation, designation
+        else:
+            number, _, name = designation.partition(" ")
+            if not number.isdigit():
+                raise ValueError(f"unexpected taxonomy row: {line!r}")
+            obj = str(int(number))
+        if obj in entries:
+            raise ValueError(f"object {obj} listed twice in the taxonomy")
+        entries[obj] = TaxonomyEntry(obj, name, tholen, bus)
+    return entries
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset
+# --------------------------------------------------------------------------------------------
+@dataclass
+class SmassData:
+    objects: list[str]
+    files: list[str]
+    spectra: list[spectra.Spectrum]
+    features: np.ndarray  # (n, grid) float32, from stream.spectra.resample
+    quality: list[dict]  # SpectrumFeatures.quality of each spectrum
+    bus: np.ndarray  # index into BUS_CLASS_NAMES
+    group: np.ndarray  # index into GROUP_NAMES
+    sha256: dict[str, str]
+    skipped: dict[str, list[str]] = field(default_factory=dict)  # reason -> objects
+
+    @property
+    def bus_names(self) -> list[str]:
+        return [BUS_CLASS_NAMES[i] for i in self.bus]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def iter_tar_spectra(tar_path: Path, smoothed: bool = False):
+    """(member name, bytes) of the raw spectra (or, with ``smoothed``, the .spfit fits) in the tarball."""
+    with tarfile.open(tar_path) as tar:
+        for member in sorted(tar.getmembers(), key=lambda m: m.name):
+            base = member.name.rsplit("/", 1)[-1]
+            if not member.isfile() or not base.endswith(".[2]") or (".spfit" in base) != smoothed:
+                continue
+            yield base, tar.extractfile(member).read()
+
+
+def load_smass(data_dir: Path = DEFAULT_DATA, smoothed: bool = False, limit: int | None = None) -> SmassData:
+    """Every labelled SMASSII spectrum through stream.spectra, with its Bus class and main group.
+
+    ``limit`` keeps a class-stratified subset (for quick runs). ``smoothed`` reads the .spfit files.
+    """
+    tar_path, tax_path = data_dir / "smass2data.tar.gz", data_dir / "Bus.Taxonomy.txt"
+    taxonomy = parse_taxonomy(tax_path.read_text(encoding="latin-1"))
+    data = SmassData([], [], [], np.empty(0), [], np.empty(0), np.empty(0), {})
+    rows = []
+    for base, raw in iter_tar_spectra(tar_path, smoothed):
+        obj = spectra.object_name(base)
+        entry = taxonomy.get(obj)
+        if entry is None or not entry.bus:
+            data.skipped.setdefault("unlabelled", []).append(obj)
+            continue
+        if entry.bus not in BUS_TO_GROUP:
+            data.skipped.setdefault(f"class {entry.bus} has no main group", []).append(obj)
+            continue
+        spectrum = spectra.read_spectrum(raw, name=base)
+        values, quality = spectra.resample(spectrum)
+        data.objects.append(obj)
+        data.files.append(base)
+        data.spectra.append(spectrum)
+        data.quality.append(quality)
+        rows.append(values)
+        data.group = np.append(data.group, GROUP_NAMES.index(BUS_TO_GROUP[entry.bus]))
+        data.bus = np.append(data.bus, BUS_CLASS_NAMES.index(entry.bus))
+    data.features = np.stack(rows).astype(np.float32)
+    data.group = data.group.astype(np.int64)
+    data.bus = data.bus.astype(np.int64)
+    data.sha256 = {"smass2data.tar.gz": _sha256(tar_path), "Bus.Taxonomy.txt": _sha256(tax_path)}
+    if limit is not None and limit < len(data.objects):
+        data = _subset(data, _stratified_pick(data.group, limit))
+    return data
+
+
+def _stratified_pick(labels: np.ndarray, n: int) -> np.ndarray:
+    """About ``n`` indices with the class proportions of ``labels``, deterministic (every k-th of each class)."""
+    picks = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        k = max(2, round(n * len(idx) / len(labels)))
+        picks.append(idx[np.linspace(0, len(idx) - 1, min(k, len(idx))).astype(int)])
+    return np.sort(np.concatenate(picks))
+
+
+def _subset(data: SmassData, idx: np.ndarray) -> SmassData:
+    return SmassData(
+        [data.objects[i] for i in idx],
+        [data.files[i] for i in idx],
+        [data.spectra[i] for i in idx],
+        data.features[idx],
+        [data.quality[i] for i in idx],
+        data.bus[idx],
+        data.group[idx],
+        data.sha256,
+        data.skipped,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+MODEL_NAME = "smass-cnn"
+INPUT_NAME = "reflectance"
+OUTPUT_GROUP = "main_group"
+OUTPUT_BUS = "bus_class"
+INPUT_SCALE = 4.0  # (r - 1) * 4: normalised reflectance (0.6–1.6) to about ±2; a constant, so nothing is fit
+DERIVATIVE_SCALE = 20.0  # central difference over 0.01 µm, brought to the scale of the reflectance channel
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The training protocol: fixed before the final cross-validation (see README/report)."""
+
+    members: int = 3  # ensemble of independently initialised CNNs inside one functional model
+    filters: tuple[int, ...] = (16, 32, 32)
+    kernel: int = 5
+    dense: int = 64
+    dropout: float = 0.3
+    derivative: bool = True  # second input channel: d(reflectance)/d(wavelength), computed in the model
+    epochs: int = 120
+    batch_size: int = 32
+    learning_rate: float = 2e-3  # cosine-decayed to 0 over the run
+    label_smoothing: float = 0.05
+    bus_loss_weight: float = 0.5
+    noise: float = 1.0  # × each spectrum's own error propagated to the grid, redrawn every epoch
+    edge_cut_prob: float = 0.3  # fraction of samples whose ends are held flat, as for narrower spectra
+    edge_cut_max: int = 10  # grid cells (0.05 µm) per end
+    slope_sigma: float = 0.0  # random multiplicative slope (per µm), e.g. solar-analogue differences
+    bus_balance: float = 0.0  # sample weight ∝ (spectra in its Bus class)^-bus_balance: rare classes count more
+
+
+def build_model(cfg: ModelConfig, n_grid: int):
+    """(training model with one output pair per member, serving model averaging the members).
+
+    The serving model takes the normalised reflectance on the grid (batch, n_grid) and returns the
+    main-group and Bus-class probabilities; everything else (centring, derivative) happens inside it,
+    so the ONNX file needs nothing but SpectrumFeatures.reflectance.
+    """
+    import keras
+    from keras import layers
+
+    inp = keras.Input((n_grid,), name=INPUT_NAME)
+    x = layers.Rescaling(INPUT_SCALE, offset=-INPUT_SCALE, name="centre")(inp)
+    x = layers.Reshape((n_grid, 1), name="channels")(x)
+    if cfg.derivative:
+        ahead = layers.Cropping1D((2, 0), name="ahead")(x)
+        behind = layers.Cropping1D((0, 2), name="behind")(x)
+        difference = layers.Subtract(name="difference")([ahead, behind])
+        slope = layers.Rescaling(DERIVATIVE_SCALE, name="derivative")(difference)
+        x = layers.Concatenate(name="with_derivative")([layers.Cropping1D((1, 1), name="middle")(x), slope])
+    outputs, groups, buses = {}, [], []
+    for m in range(cfg.members):
+        h = x
+        for i, f in enumerate(cfg.filters):
+            h = layers.Conv1D(f, cfg.kernel, padding="same", activation="relu", name=f"m{m}_conv{i}")(h)
+            h = layers.MaxPooling1D(2, name=f"m{m}_pool{i}")(h)
+        h = layers.Flatten(name=f"m{m}_flat")(h)
+        h = layers.Dropout(cfg.dropout, name=f"m{m}_drop0")(h)
+        h = layers.Dense(cfg.dense, activation="relu", name=f"m{m}_dense")(h)
+        h = layers.Dropout(cfg.dropout, name=f"m{m}_drop1")(h)
+        groups.append(layers.Dense(len(GROUP_NAMES), activation="softmax", name=f"group_{m}")(h))
+        buses.append(layers.Dense(len(BUS_CLASS_NAMES), activation="softmax", name=f"bus_{m}")(h))
+        outputs[f"group_{m}"], outputs[f"bus_{m}"] = groups[-1], buses[-1]
+    train = keras.Model(inp, outputs, name="smass_cnn_train")
+    if cfg.members == 1:
+        group = layers.Identity(name=OUTPUT_GROUP)(groups[0])
+        bus = layers.Identity(name=OUTPUT_BUS)(buses[0])
+    else:
+        group = layers.Average(name=OUTPUT_GROUP)(groups)
+        bus = layers.Average(name=OUTPUT_BUS)(buses)
+    serve = keras.Model(inp, [group, bus], name="smass_cnn")
+    return train, serve
+
+
+def grid_sigma(spectrum: spectra.Spectrum, values: np.ndarray) -> np.ndarray:
+    """1-sigma noise of each grid value: the spectrum's relative error, over √(samples per grid cell)."""
+    w, r = spectrum.wavelength_um, spectrum.reflectance
+    rel = spectrum.error / r if spectrum.error is not None else np.full(len(w), np.nan)
+    rel = np.where(np.isfinite(rel), rel, np.nanmedian(rel) if np.isfinite(rel).any() else 0.01)
+    per_cell = max(1.0, spectra.GRID_STEP_UM / float(np.median(np.diff(w))))
+    return (values * np.interp(spectra.WAVELENGTH_GRID_UM, w, rel) / np.sqrt(per_cell)).astype(np.float32)
+
+
+def augment(x: np.ndarray, sigma: np.ndarray, rng: np.random.Generator, cfg: ModelConfig) -> np.ndarray:
+    """One epoch's noisy copy of the training spectra (same row order)."""
+    n, length = x.shape
+    out = x + cfg.noise * sigma * rng.standard_normal((n, length))
+    if cfg.slope_sigma:
+        out *= 1.0 + rng.normal(0.0, cfg.slope_sigma, (n, 1)) * (spectra.WAVELENGTH_GRID_UM - spectra.NORMALISATION_UM)
+    if cfg.edge_cut_prob:
+        # Hold the first/last k values flat, as stream.spectra does for a spectrum that stops short.
+        left = np.where(rng.random(n) < cfg.edge_cut_prob, rng.integers(1, cfg.edge_cut_max + 1, n), 0)
+        right = np.where(rng.random(n) < cfg.edge_cut_prob, rng.integers(1, cfg.edge_cut_max + 1, n), 0)
+        idx = np.clip(np.arange(length)[None, :], left[:, None], length - 1 - right[:, None])
+        out = np.take_along_axis(out, idx, axis=1)
+    return out.astype(np.float32)
+
+
+def train_model(cfg: ModelConfig, x: np.ndarray, sigma: np.ndarray, group: np.ndarray, bus: np.ndarray,
+                seed: int, threads: int = 2, label: str = "", log=print):
+    """Train reproducibly; return the serving Keras model. Logs a summary per epoch (every 10th off a tty)."""
+    import sys
+
+    from training.keras_export import configure_tensorflow
+
+    configure_tensorflow(seed, threads)
+    import keras
+
+    train, serve = build_model(cfg, x.shape[1])
+    steps_per_epoch = int(np.ceil(len(x) / cfg.batch_size))
+    schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=steps_per_epoch * cfg.epochs)
+    losses, weights = {}, {}
+    for m in range(cfg.members):
+        for head in ("group", "bus"):
+            losses[f"{head}_{m}"] = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
+            weights[f"{head}_{m}"] = 1.0 if head == "group" else cfg.bus_loss_weight
+    train.compile(optimizer=keras.optimizers.Adam(schedule), loss=losses, loss_weights=weights)
+
+    # Every epoch's shuffled, freshly noised copy, drawn up front from one seeded generator and fed
+    # in a single fit call (per-epoch fit calls cost more than the training itself here).
+    rng = np.random.default_rng(seed)
+    orders = [rng.permutation(len(x)) for _ in range(cfg.epochs)]
+    xa = np.concatenate([augment(x[o], sigma[o], rng, cfg) for o in orders])
+    order = np.concatenate(orders)
+    y_group = np.eye(len(GROUP_NAMES), dtype=np.float32)[group[order]]
+    y_bus = np.eye(len(BUS_CLASS_NAMES), dtype=np.float32)[bus[order]]
+    targets = {}
+    for m in range(cfg.members):
+        targets[f"group_{m}"], targets[f"bus_{m}"] = y_group, y_bus
+    class_count = np.bincount(bus, minlength=len(BUS_CLASS_NAMES)).astype(np.float64)
+    weight = class_count[bus[order]] ** -cfg.bus_balance
+    weight = (weight / weight.mean()).astype(np.float32)
+
+    tty = sys.stderr.isatty()
+
+    class Progress(keras.callbacks.Callback):
+        """Per-epoch summary: mean loss over the epoch's batches (from Keras's running mean)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.previous = (0, 0.0)
+
+        def on_train_batch_end(self, batch: int, logs=None) -> None:
+            done = batch + 1
+            if done % steps_per_epoch and done != len(order) // cfg.batch_size:
+                return
+            epoch = done // steps_per_epoch
+            total = logs["loss"] * done
+            loss = (total - self.previous[1]) / (done - self.previous[0])
+            self.previous = (done, total)
+            line = f"{label}epoch {epoch:3d}/{cfg.epochs} loss {loss:.4f}"
+            if tty:
+                print("\r" + line, end="", file=sys.stderr, flush=True)
+            elif epoch % 10 == 0 or epoch == cfg.epochs:
+                log(line)
+
+    train.fit(xa, targets, sample_weight=weight if cfg.bus_balance else None, batch_size=cfg.batch_size,
+              epochs=1, shuffle=False, verbose=0, callbacks=[Progress()])
+    if tty:
+        print(file=sys.stderr)
+    return serve
+
+
+def predict(serve, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    group, bus = serve.predict(x, batch_size=512, verbose=0)
+    return np.asarray(group), np.asarray(bus)
+
+
+# --------------------------------------------------------------------------------------------
+# Spectra as other surveys would deliver them (independent check of the coverage policy)
+# --------------------------------------------------------------------------------------------
+GAIA_BAND_CENTRES_UM = np.arange(0.374, 1.035, 0.044)  # Gaia DR3 reflectance spectra: 16 bands, 44 nm wide
+
+
+def _cut(spectrum: spectra.Spectrum, lo: float, hi: float) -> spectra.Spectrum:
+    keep = (spectrum.wavelength_um >= lo - 1e-9) & (spectrum.wavelength_um <= hi + 1e-9)
+    error = spectrum.error[keep] if spectrum.error is not None else None
+    return spectra.Spectrum(spectrum.wavelength_um[keep], spectrum.reflectance[keep], error, int(keep.sum()))
+
+
+def _gaia_like(spectrum: spectra.Spectrum) -> spectra.Spectrum:
+    """Band means over the Gaia DR3 bands that lie inside the spectrum: 11 points, 0.462–0.902 µm."""
+    w, r = spectrum.wavelength_um, spectrum.reflectance
+    half = 0.022
+    centres = GAIA_BAND_CENTRES_UM[(GAIA_BAND_CENTRES_UM - half >= w[0]) & (GAIA_BAND_CENTRES_UM + half <= w[-1])]
+    means = np.array([r[(w >= c - half) & (w < c + half)].mean() for c in centres])
+    return spectra.Spectrum(centres, means, None, len(centres))
+
+
+SURVEY_VARIANTS = {
+    "cut_0.49-0.92um (S3OS2 range)": lambda s: _cut(s, 0.49, 0.92),
+    "cut_0.44-0.85um": lambda s: _cut(s, 0.44, 0.85),
+    "cut_0.50-0.86um": lambda s: _cut(s, 0.50, 0.86),
+    "gaia_like_11_bands": _gaia_like,
+}
+
+
+def survey_variants(data: SmassData, smoothed: SmassData | None = None) -> dict[str, np.ndarray]:
+    """Features of every spectrum re-delivered as narrower / coarser tables, through stream.spectra.
+
+    Rows that the coverage policy rejects are NaN (counted as rejected in the metrics).
+    """
+    out = {}
+    for name, make in SURVEY_VARIANTS.items():
+        rows = []
+        for s in data.spectra:
+            try:
+                rows.append(spectra.resample(make(s))[0])
+            except Rejected:
+                rows.append(np.full(len(spectra.WAVELENGTH_GRID_UM), np.nan, np.float32))
+        out[name] = np.stack(rows)
+    if smoothed is not None:
+        by_object = dict(zip(smoothed.objects, smoothed.features, strict=True))
+        nan = np.full(len(spectra.WAVELENGTH_GRID_UM), np.nan, np.float32)
+        out["spfit (Bus smoothed fits)"] = np.stack([by_object.get(o, nan) for o in data.objects])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+def _scores(y: np.ndarray, p: np.ndarray) -> dict:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    return {"weighted_f1": float(f1_score(y, p, average="weighted")), "accuracy": float(accuracy_score(y, p))}
+
+
+def cross_validate(data: SmassData, cfg: ModelConfig, folds: int, seed: int, threads: int,
+                   variants: dict[str, np.ndarray], log=print) -> dict:
+    """Stratified k-fold CV (by main group) of the full protocol; every number from out-of-fold predictions.
+
+    Nothing is fit on a test fold: the model's input scaling is a constant, augmentation noise comes
+    from each training spectrum's own errors, and the protocol (ModelConfig) is fixed in advance.
+    """
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+    from sklearn.model_selection import StratifiedKFold
+
+    x, g, b = data.features, data.group, data.bus
+    sigma = np.stack([grid_sigma(s, v) for s, v in zip(data.spectra, x, strict=True)])
+    n = len(x)
+    p_group = np.zeros((n, len(GROUP_NAMES)), np.float32)
+    p_bus = np.zeros((n, len(BUS_CLASS_NAMES)), np.float32)
+    p_variant = {name: np.full((n, len(GROUP_NAMES)), np.nan, np.float32) for name in variants}
+    per_fold = []
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    for k, (train_idx, test_idx) in enumerate(splitter.split(x, g)):
+        t0 = time.perf_counter()
+        log(f"fold {k + 1}/{folds}: training on {len(train_idx)} spectra, testing on {len(test_idx)}")
+        model = train_model(cfg, x[train_idx], sigma[train_idx], g[train_idx], b[train_idx], seed=seed,
+                            threads=threads, label=f"  fold {k + 1}/{folds} ", log=log)
+        p_group[test_idx], p_bus[test_idx] = predict(model, x[test_idx])
+        for name, v in variants.items():
+            ok = test_idx[np.all(np.isfinite(v[test_idx]), axis=1)]
+            if len(ok):
+                p_variant[name][ok] = predict(model, v[ok])[0]
+        fold = _scores(g[test_idx], p_group[test_idx].argmax(1))
+        fold["bus_accuracy"] = float(np.mean(p_bus[test_idx].argmax(1) == b[test_idx]))
+        fold["seconds"] = round(time.perf_counter() - t0, 1)
+        per_fold.append(fold)
+        log(f"fold {k + 1}/{folds}: main-group weighted F1 {fold['weighted_f1']:.4f}, "
+            f"Bus accuracy {fold['bus_accuracy']:.4f} ({fold['seconds']:.0f} s)")
+
+    pred = p_group.argmax(1)
+    precision, recall, f1, support = precision_recall_fscore_support(g, pred, labels=range(len(GROUP_NAMES)))
+    f1s = np.array([f["weighted_f1"] for f in per_fold])
+    bus_acc = np.array([f["bus_accuracy"] for f in per_fold])
+    bus_pred = p_bus.argmax(1)
+    robustness = {}
+    for name, pv in p_variant.items():
+        scored = np.all(np.isfinite(pv), axis=1)
+        entry = {"n_scored": int(scored.sum()), "n_rejected": int((~scored).sum())}
+        if scored.any():
+            entry.update(_scores(g[scored], pv[scored].argmax(1)))
+            entry["same_as_full_spectrum"] = float(np.mean(pv[scored].argmax(1) == pred[scored]))
+        robustness[name] = entry
+    return {
+        "protocol": f"stratified {folds}-fold CV by main group, shuffle seed {seed}; out-of-fold predictions",
+        "n_spectra": n,
+        "main_group": {
+            "weighted_f1_mean": float(f1s.mean()),
+            "weighted_f1_std": float(f1s.std()),
+            "weighted_f1_per_fold": f1s.round(5).tolist(),
+            **{f"{k}_pooled": v for k, v in _scores(g, pred).items()},
+            "per_class": {
+                name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                       "support": int(support[i])}
+                for i, name in enumerate(GROUP_NAMES)
+            },
+            "confusion_matrix": {"labels": list(GROUP_NAMES), "rows": "true", "columns": "predicted",
+                                 "counts": confusion_matrix(g, pred, labels=range(len(GROUP_NAMES))).tolist()},
+            "from_bus_head_accuracy": float(np.mean(
+                np.array([GROUP_NAMES.index(BUS_TO_GROUP[BUS_CLASS_NAMES[i]]) for i in bus_pred]) == g)),
+        },
+        "bus_class": {
+            "accuracy_mean": float(bus_acc.mean()),
+            "accuracy_std": float(bus_acc.std()),
+            "accuracy_per_fold": bus_acc.round(5).tolist(),
+            "accuracy_pooled": float(np.mean(bus_pred == b)),
+        },
+        "other_surveys_simulated": robustness,
+        "per_fold": per_fold,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Final model, export, publication
+# --------------------------------------------------------------------------------------------
+def _file_sha256(*paths: Path) -> dict[str, str]:
+    root = Path(__file__).resolve().parents[1]
+    return {str(p.relative_to(root)): _sha256(p) for p in paths}
+
+
+def build_metadata(data: SmassData, cfg: ModelConfig, args: argparse.Namespace, onnx_bytes: bytes,
+                   cv: dict | None, check: dict, train_pred: np.ndarray, seconds: float) -> dict:
+    from stream.drift import build_reference
+    from training.keras_export import code_version, library_versions, onnx_io
+
+    io = onnx_io(onnx_bytes)
+    outputs = {OUTPUT_GROUP: io["outputs"][0]["name"], OUTPUT_BUS: io["outputs"][1]["name"]}
+    grid = spectra.WAVELENGTH_GRID_UM.tolist()
+    records = [{"wavelength_um": grid, "reflectance": row.tolist(), "quality": q}
+               for row, q in zip(data.features, data.quality, strict=True)]
+    # A few real spectra (one or two per main group) with their ONNX outputs: workers re-run them
+    # before serving a new version (stream/model_updates.py).
+    smoke_idx = np.concatenate([np.flatnonzero(data.group == i)[:2] for i in range(len(GROUP_NAMES))])
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    smoke_x = data.features[smoke_idx]
+    smoke_out = session.run(None, {INPUT_NAME: smoke_x})
+    here = Path(__file__).resolve()
+    return {
+        "name": MODEL_NAME,
+        "description": "1D CNN ensemble: SMASSII visible reflectance spectrum (0.44-0.92 µm) -> asteroid main group "
+                       "(C/S/X/Other) and Bus (1999) class",
+        "kind": "spectrum",
+        "class_names": list(GROUP_NAMES),
+        "bus_class_names": list(BUS_CLASS_NAMES),
+        "bus_to_main_group": BUS_TO_GROUP,
+        "wavelength_grid_um": grid,
+        "preprocessing": spectra.PREPROCESSING_VERSION,
+        "input_name": INPUT_NAME,
+        "output_names": outputs,
+        "io": io,
+        "metrics": {"cv": cv, "onnx_vs_keras": check,
+                    "training_set": _scores(data.group, train_pred.argmax(1))},
+        "training_data": {
+            "origin": ORIGIN,
+            "sha256": data.sha256,
+            "n_spectra": len(data.objects),
+            "main_group_counts": {n: int(np.sum(data.group == i)) for i, n in enumerate(GROUP_NAMES)},
+            "skipped": {k: len(v) for k, v in data.skipped.items()},
+        },
+        "drift_reference": build_reference("spectrum", records, [GROUP_NAMES[i] for i in train_pred.argmax(1)]),
+        "smoke_test": {"inputs": {INPUT_NAME: smoke_x.tolist()},
+                       "outputs": {name: out.tolist() for name, out in zip(outputs.values(), smoke_out, strict=True)},
+                       "atol": 1e-4, "objects": [data.objects[i] for i in smoke_idx]},
+        "seeds": {"seed": args.seed, "cv_split_seed": args.seed},
+        "config": dataclasses.asdict(cfg),
+        "code": {"git": code_version(), "sha256": _file_sha256(here, here.parents[1] / "stream" / "spectra.py"),
+                 "command": " ".join(["skystream", "train", "smass", *sys.argv[3:]])
+                 if sys.argv[1:3] == ["train", "smass"] else " ".join(sys.argv)},
+        "libraries": library_versions(),
+        "training_seconds": round(seconds, 1),
+    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    from stream.config import Settings
+
+    defaults = ModelConfig()
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA,
+                        help="directory with smass2data.tar.gz and Bus.Taxonomy.txt (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {defaults.epochs})")
+    parser.add_argument("--members", type=int, default=None,
+                        help=f"CNNs averaged inside the one model (default {defaults.members})")
+    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds; 0 skips CV (default 5)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for weights, augmentation and CV split")
+    parser.add_argument("--threads", type=int, default=2, help="TensorFlow threads (default 2: shared machine)")
+    parser.add_argument("--registry", default=None, help="registry URI (default: Settings().registry, "
+                        f"now {Settings().registry!r})")
+    parser.add_argument("--out-metrics", type=Path, default=None, help="also write the metrics as JSON here")
+    parser.add_argument("--bundle", action="store_true",
+                        help="write the model into stream/bundled/registry (the shipped baseline) instead")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny run for tests: ~160 spectra, 2 folds, 1 member, 3 epochs")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("skystream train smass is not implemented yet")
+    from stream.config import Settings
+    from stream.registry import BUNDLED
+    from training.keras_export import compare_onnx_keras, export_onnx, publish
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    t_start = time.perf_counter()
+    cfg = ModelConfig()
+    folds = args.folds
+    limit = None
+    if args.quick:
+        cfg = dataclasses.replace(cfg, members=1, epochs=3)
+        folds, limit = min(folds, 2), 160
+    if args.epochs is not None:
+        cfg = dataclasses.replace(cfg, epochs=args.epochs)
+    if args.members is not None:
+        cfg = dataclasses.replace(cfg, members=args.members)
+
+    data = load_smass(args.data_dir, limit=limit)
+    counts = ", ".join(f"{n} {int(np.sum(data.group == i))}" for i, n in enumerate(GROUP_NAMES))
+    log(f"SMASSII: {len(data.objects)} labelled spectra ({counts}); skipped: "
+        f"{ {k: len(v) for k, v in data.skipped.items()} or 'none'}")
+    smoothed = load_smass(args.data_dir, smoothed=True)
+    variants = survey_variants(data, smoothed)
+    log(f"model: {cfg}")
+
+    cv = None
+    if folds >= 2:
+        cv = cross_validate(data, cfg, folds, args.seed, args.threads, variants, log=log)
+        mg, bus = cv["main_group"], cv["bus_class"]
+        log(f"CV main-group weighted F1 {mg['weighted_f1_mean']:.4f} ± {mg['weighted_f1_std']:.4f} "
+            f"(pooled {mg['weighted_f1_pooled']:.4f}); Bus accuracy {bus['accuracy_pooled']:.4f}")
+        for name, r in cv["other_surveys_simulated"].items():
+            log(f"  {name}: weighted F1 {r.get('weighted_f1', float('nan')):.4f} on {r['n_scored']} "
+                f"({r['n_rejected']} rejected)")
+
+    log(f"final model on all {len(data.objects)} spectra")
+    sigma = np.stack([grid_sigma(s, v) for s, v in zip(data.spectra, data.features, strict=True)])
+    final = train_model(cfg, data.features, sigma, data.group, data.bus, seed=args.seed, threads=args.threads,
+                        label="  final ", log=log)
+    onnx_bytes = export_onnx(final, {INPUT_NAME: (None, data.features.shape[1])})
+    check = compare_onnx_keras(final, onnx_bytes, {INPUT_NAME: data.features})
+    log(f"ONNX vs Keras on {check['n_samples']} spectra: max |diff| {check['max_abs_diff']:.2e}, "
+        f"argmax agreement {check['argmax_agreement']:.4f}; ONNX {len(onnx_bytes) / 1024:.0f} KiB")
+    if check["argmax_agreement"] < 1.0:
+        log("ONNX and Keras disagree on a class: not publishing")
+        return 1
+    import onnxruntime as ort
+
+    train_pred = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"]).run(
+        None, {INPUT_NAME: data.features})[0]
+    seconds = time.perf_counter() - t_start
+    metadata = build_metadata(data, cfg, args, onnx_bytes, cv, check, train_pred, seconds)
+    registry = BUNDLED if args.bundle else (args.registry or Settings().registry)
+    uri, version = publish(registry, "smass", onnx_bytes, metadata, bundled=args.bundle)
+    log(f"published smass v{version} ({MODEL_NAME}) to {uri} in {seconds:.0f} s")
+    if args.out_metrics:
+        args.out_metrics.parent.mkdir(parents=True, exist_ok=True)
+        args.out_metrics.write_text(json.dumps(
+            {"cv": cv, "onnx_vs_keras": check, "training_seconds": round(seconds, 1), "registry": uri,
+             "version": version, "config": dataclasses.asdict(cfg), "onnx_bytes": len(onnx_bytes)}, indent=1))
+    return 0

@@ -31,7 +31,7 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
-if [ "$mode" = full ] && ! command -v prometheus >/dev/null 2>&1; then
+if [ "$mode" = full ] && { ! command -v prometheus >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1; }; then
   # Metrics tests run against a real Prometheus from Debian.
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "[setup] installing Prometheus from Debian" >&2

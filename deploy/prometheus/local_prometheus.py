@@ -1,7 +1,7 @@
 """Run Prometheus on this machine (no Docker) with SkyStream's rules, scraping given targets.
 
     python deploy/prometheus/local_prometheus.py --watcher 127.0.0.1:9401 --worker 127.0.0.1:9400 \
-        [--worker 127.0.0.1:9402 ...] [--port 9090] [--dir var/prometheus]
+        [--worker 127.0.0.1:9402 ...] [--port 9090] [--dir var/prometheus] [--interval 1s] [--alert-for 0s]
 
 It copies prometheus.local.yml and rules/ into a working directory, writes the file-discovery target
 lists there (targets/*.json) and starts Debian's `prometheus` on loopback until Ctrl-C. Tests use
@@ -23,7 +23,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -148,10 +148,40 @@ class LocalPrometheus:
             raise ValueError(f"{body.get('errorType')}: {body.get('error')}")
         return body["data"]
 
-    def query(self, expr: str) -> list[dict]:
-        """Instant query; the result vector (or a one-element list for a scalar)."""
-        data = self.api("query", query=expr)
+    def query(self, expr: str, at: float | None = None) -> list[dict]:
+        """Instant query (now, or at unix time ``at``); the result vector (a one-element list for a scalar)."""
+        params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
+        data = self.api("query", **params)
         return data["result"] if data["resultType"] in ("vector", "matrix") else [{"value": data["result"]}]
+
+    def value(self, expr: str) -> float | None:
+        """The value of a query that yields at most one series (None when it yields none)."""
+        result = self.query(expr)
+        if len(result) > 1:
+            raise ValueError(f"{expr!r} yields {len(result)} series, expected at most one")
+        return float(result[0]["value"][1]) if result else None
+
+    def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict]:
+        """Range query: one {"metric", "values": [[t, "v"], ...]} per series."""
+        return self.api("query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}", step=f"{step:g}")["result"]
+
+    def alerts(self, state: str | None = None) -> list[dict]:
+        """Alerts the rule manager holds (/api/v1/alerts), optionally only those in ``state``
+        (pending or firing)."""
+        return [a for a in self.api("alerts")["alerts"] if state is None or a["state"] == state]
+
+    def wait_for(self, check: Callable[[], Any], timeout: float, what: str, poll: float = 0.5) -> Any:
+        """Poll ``check`` until it returns something truthy (returned), or raise TimeoutError after
+        ``timeout`` seconds. Scrapes and rule evaluations arrive on their own schedule: tests wait for
+        a condition with a deadline rather than sleeping a guessed time."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = check()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+            time.sleep(poll)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -165,8 +195,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=9090, help="Prometheus port on 127.0.0.1 (default 9090)")
     ap.add_argument("--dir", type=Path, default=Path("var/prometheus"),
                     help="working directory (default var/prometheus)")
+    ap.add_argument("--interval", default=None, metavar="DURATION",
+                    help="scrape and rule-evaluation interval, e.g. 1s (default: the config's 5s)")
+    ap.add_argument("--alert-for", default=None, metavar="DURATION",
+                    help="replace every alert's for: duration, e.g. 0s to see alerts fire at once in a demo")
     args = ap.parse_args(argv)
-    prom = LocalPrometheus(args.watcher, args.worker, workdir=args.dir, port=args.port)
+    prom = LocalPrometheus(args.watcher, args.worker, workdir=args.dir, port=args.port, interval=args.interval,
+                           alert_for=args.alert_for)
     # SIGTERM too stops Prometheus with us (the context manager's exit), not just Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
     with prom:

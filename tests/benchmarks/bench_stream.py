@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import tarfile
@@ -63,16 +64,11 @@ def main() -> None:
         inputs = tmp / "inputs"
         inputs.mkdir()
         make_inputs(inputs, args.files)
-        with LocalStack(state_dir=tmp / "state", registry=str(BUNDLED), partitions=args.partitions) as stack:
+        registry = os.environ.get("SKYSTREAM_REGISTRY") or str(BUNDLED)
+        with LocalStack(state_dir=tmp / "state", registry=registry, partitions=args.partitions) as stack:
             for _ in range(args.workers):
                 stack.start_worker()
-            deadline = time.monotonic() + 120
-            while any(metric_sum(p, "skystream_assigned_partitions{topic=\"skystream.files\"").get(
-                    'skystream_assigned_partitions{topic="skystream.files"}', 0) == 0
-                    for p in stack.worker_metrics_ports):
-                if time.monotonic() > deadline:
-                    sys.exit("workers did not join in 120 s")
-                time.sleep(0.5)
+            stack.wait_ready()
             t0 = time.time()
             watch = subprocess.Popen([sys.executable, "-m", "stream.cli", "watch", str(inputs), "--once",
                                       "--settle", "0", "--metrics-port", "0"], env=stack.env(),

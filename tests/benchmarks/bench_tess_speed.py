@@ -1,0 +1,166 @@
+"""Per-light-curve speed of the stream's TESS work against reference lightkurve pipelines (a script).
+
+All run on the same files in the same process, one after the other per file, so machine load
+affects them alike:
+
+- ours: stream.lightcurves.read_lightcurve -> stream.transits.features_from_lightcurve (detrend,
+  multi-signal BLS search, views) -> stream.transit_model.predict_transits (ONNX), i.e. what a
+  worker does per file;
+- "tutorial", the pipeline of lightkurve's own tutorial "Identifying transiting exoplanet signals
+  in a light curve", as users copy it: ``lk.read`` (default quality bitmask) ->
+  ``remove_nans().normalize().flatten(window_length=901).remove_outliers()`` ->
+  ``to_periodogram("bls", period=np.linspace(1, 20, 10000), frequency_factor=500)`` -> ``fold``
+  at the best period;
+- "lean", the same with lightkurve's default period grid (autoperiod, frequency_factor 10) over
+  0.5 d to half the baseline: a user who knows BLS costs grow with the grid.
+
+It checks that they find the same period (a reference's best against any of our signals) and
+which known planets each recovers (within 0.5 %), then prints where our time goes (cProfile).
+
+    .venv/bin/python tests/benchmarks/bench_tess_speed.py [--repeat 1]
+
+Needs the optional extra: pip install -e '.[bench]' (lightkurve).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from stream import transit_model, transits  # noqa: E402
+from stream.lightcurves import read_lightcurve  # noqa: E402
+
+LC_DIR = ROOT.parent / "shared" / "data" / "tess" / "lc"
+# Known periods (d) per TIC from the TOI catalogue (toi_2025-10-04.csv); TOI-216 b's period in its
+# 2018 data is 17.09 d (its transits at BTJD 1325.33 and 1342.43), the catalogue lists 17.389 d.
+KNOWN = {25155310: [3.2887898], 55652896: [34.5059318, 17.3890454, 17.09], 279741379: [35.6134391, 7.7897726],
+         388106759: [28.3057042]}
+
+
+def ours(path: Path, model) -> tuple[float, list[float]]:
+    t0 = time.perf_counter()
+    data = path.read_bytes()
+    lc = read_lightcurve(data)
+    feats = transits.features_from_lightcurve(lc, uri=str(path), file_id=path.name, detected_at_ms=0)
+    if model is not None:
+        transit_model.predict_transits(model, [feats], None)
+    return time.perf_counter() - t0, [s["period_days"] for s in feats["signals"]]
+
+
+def reference(path: Path, variant: str) -> tuple[float, float, dict[str, float]]:
+    import lightkurve as lk
+
+    t0 = time.perf_counter()
+    lc = lk.read(str(path)).remove_nans().normalize()
+    t1 = time.perf_counter()
+    if variant == "tutorial":
+        flat = lc.flatten(window_length=901).remove_outliers()
+        t2 = time.perf_counter()
+        pg = flat.to_periodogram("bls", period=np.linspace(1, 20, 10000), frequency_factor=500)
+    else:
+        flat = lc.flatten(window_length=721)
+        t2 = time.perf_counter()
+        baseline = float(flat.time.value[-1] - flat.time.value[0])
+        pg = flat.to_periodogram("bls", minimum_period=0.5, maximum_period=baseline / 2)
+    t3 = time.perf_counter()
+    period = float(pg.period_at_max_power.value)
+    flat.fold(period=period, epoch_time=pg.transit_time_at_max_power)
+    t4 = time.perf_counter()
+    return t4 - t0, period, {"read": t1 - t0, "flatten": t2 - t1, "bls": t3 - t2, "fold": t4 - t3}
+
+
+def recovered(periods: list[float], known: list[float]) -> list[float]:
+    return [k for k in known if any(abs(p / k - 1) <= 0.005 for p in periods)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=1, help="time each pipeline this many times per file (min)")
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")  # lightkurve's deprecation chatter
+    try:
+        import lightkurve  # noqa: F401
+    except ImportError:
+        raise SystemExit("lightkurve is needed for the reference: pip install -e '.[bench]'") from None
+    try:
+        from stream.inference import OnnxModel
+        from stream.registry import BUNDLED, LocalRegistry
+
+        model = OnnxModel(LocalRegistry(BUNDLED, seed_from=None).load("tess"))
+    except Exception as exc:
+        print(f"(no shipped model: {exc}; timing without scoring)")
+        model = None
+
+    files = sorted(LC_DIR.glob("*.fits"))
+    variants = ("tutorial", "lean")
+    ours(files[0], model), [reference(files[0], v) for v in variants]  # warm-up: imports, caches
+    rows = []
+    for path in files:
+        t_ours = min(ours(path, model)[0] for _ in range(args.repeat))
+        _, periods = ours(path, model)
+        refs = {}
+        for v in variants:
+            runs = [reference(path, v) for _ in range(args.repeat)]
+            refs[v] = (min(r[0] for r in runs), runs[0][1], runs[0][2])
+        tic = read_lightcurve(path.read_bytes()).tic_id
+        rows.append((path.name, t_ours, periods, refs, KNOWN.get(tic, [])))
+
+    for v in variants:
+        print(f"\n== reference: {v}")
+        print(f"{'file':44} {'ours s':>7} {'lk s':>7} {'x':>6}  same  periods (lk | ours)   known recovered ours / lk")
+        for name, t_o, periods, refs, known in rows:
+            t_r, ref_p, _ = refs[v]
+            same = any(abs(p / ref_p - 1) <= 0.01 for p in periods)
+            rec_o, rec_r = recovered(periods, known), recovered([ref_p], known)
+            known_txt = f"{len(rec_o)}/{len(known)} / {len(rec_r)}/{len(known)}" if known else "-"
+            print(f"{name[:44]:44} {t_o:7.3f} {t_r:7.3f} {t_r / t_o:6.1f}  {'yes' if same else 'no ':>4}  "
+                  f"{ref_p:8.4f} | {', '.join(f'{p:.4f}' for p in periods)}   {known_txt}")
+        t_o = np.array([r[1] for r in rows])
+        t_r = np.array([r[3][v][0] for r in rows])
+        n_known = sum(len(r[4]) for r in rows)
+        print(f"median per light curve: ours {np.median(t_o):.3f} s, lightkurve {np.median(t_r):.3f} s; speed-up "
+              f"median {np.median(t_r / t_o):.1f}x, min {np.min(t_r / t_o):.1f}x, total {t_r.sum() / t_o.sum():.1f}x")
+        print(f"known periods recovered within 0.5 %: ours {sum(len(recovered(r[2], r[4])) for r in rows)}/"
+              f"{n_known}, lightkurve {sum(len(recovered([r[3][v][1]], r[4])) for r in rows)}/{n_known}")
+        parts = {k: np.median([r[3][v][2][k] for r in rows]) for k in rows[0][3][v][2]}
+        print("lightkurve median seconds: " + ", ".join(f"{k} {val:.3f}" for k, val in parts.items()))
+
+    profile = cProfile.Profile()
+    profile.enable()
+    for path in files:
+        ours(path, model)
+    profile.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profile, stream=out)
+    total = stats.total_tt
+    groups = {  # label -> functions (not nested in each other) whose cumulative time it sums
+        "read FITS (astropy)": ["read_lightcurve"],
+        "detrend (running median)": ["adaptive_detrend"],
+        "BLS full grid (coarse)": ["_coarse_power"],
+        "BLS peak refinement": ["_refine"],
+        "transit count, SNR": ["_assess"],
+        "views": ["global_view", "local_view"],
+        "ONNX scoring": ["predict_transits"],
+    }
+    print(f"\nwhere our time goes ({len(files)} files, {total:.2f} s under the profiler):")
+    for label, names in groups.items():
+        cum = sum(v[3] for k, v in stats.stats.items() if k[2] in names and "stream" in k[0])
+        print(f"  {label:28} {cum:7.3f} s  {100 * cum / total:5.1f} %")
+    stats.sort_stats("tottime").print_stats(12)
+    print("\n".join(out.getvalue().splitlines()[-22:]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

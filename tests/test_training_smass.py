@@ -1,0 +1,97 @@
+"""`skystream train smass`: labels, and a quick real training run that exports, verifies and publishes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+from data_paths import require_data
+
+import schemas
+from stream.errors import Rejected
+from stream.inference import OnnxModel
+from stream.registry import LocalRegistry
+from training import smass
+
+
+def test_taxonomy_parsing_and_main_group_counts():
+    """The published 1,339 (S 549, C 396, X 237, Other 157) miss 523 Ada (X) and 614 Pia (C), whose rows
+    have extra tabs; read by fields, all 1,341 SMASSII spectra have a Bus class."""
+    text = require_data("smass2/Bus.Taxonomy.txt").read_text(encoding="latin-1")
+    tax = smass.parse_taxonomy(text)
+    assert len(tax) == 1447
+    assert tax["1"].bus == "C" and tax["1"].tholen == "G" and tax["1"].name == "Ceres"
+    assert tax["523"].bus == "X" and tax["614"].bus == "C"
+    assert tax["1996 UK"].bus == "Sq" and tax["1998 MQ"].bus == "S"
+    assert tax["3908"].bus == ""  # Nyx: "-" in the file, unclassified
+    assert tax["5646"].name == "1990 TR"  # numbered object whose name is its old designation
+
+    data = smass.load_smass(require_data("smass2"))
+    counts = Counter(smass.GROUP_NAMES[i] for i in data.group)
+    assert counts == {"S": 549, "C": 397, "X": 238, "Other": 157}
+    assert not data.skipped  # no Q and no unclassified object among the spectra
+    assert data.features.shape == (1341, len(smass.spectra.WAVELENGTH_GRID_UM))
+    assert "1996 UK" in data.objects
+
+
+def test_survey_variants_go_through_the_serving_preprocessing():
+    data = smass.load_smass(require_data("smass2"), limit=40)
+    variants = smass.survey_variants(data)
+    for name, v in variants.items():
+        assert v.shape == data.features.shape, name
+        assert np.isfinite(v).all(), name  # all inside the coverage policy
+    s3os2 = variants["cut_0.49-0.92um (S3OS2 range)"]
+    assert np.all(s3os2[:, :10] == s3os2[:, 10:11])  # 0.44-0.485 held at the 0.49 value
+
+
+@pytest.mark.train
+@pytest.mark.slow
+def test_quick_training_run_exports_checks_and_publishes(tmp_path):
+    pytest.importorskip("tensorflow", reason="training needs the train extra (TensorFlow)")
+    pytest.importorskip("tf2onnx", reason="training needs the train extra (tf2onnx)")
+    data_dir = require_data("smass2")
+    parser = argparse.ArgumentParser()
+    smass.add_arguments(parser)
+    registry = tmp_path / "registry"
+    args = parser.parse_args(["--quick", "--data-dir", str(data_dir), "--registry", str(registry),
+                              "--out-metrics", str(tmp_path / "metrics.json"), "--threads", "1"])
+    assert smass.run(args) == 0
+
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["onnx_vs_keras"]["argmax_agreement"] == 1.0
+    assert metrics["onnx_vs_keras"]["max_abs_diff"] < 1e-4
+    cv = metrics["cv"]
+    assert len(cv["main_group"]["weighted_f1_per_fold"]) == 2
+    assert set(cv["main_group"]["per_class"]) == set(smass.GROUP_NAMES)
+    assert np.array(cv["main_group"]["confusion_matrix"]["counts"]).sum() == cv["n_spectra"]
+
+    reg = LocalRegistry(registry, seed_from=None)
+    mv = reg.load("smass", metrics["version"])
+    meta = mv.metadata
+    assert meta["name"] == "smass-cnn"
+    assert meta["wavelength_grid_um"] == pytest.approx(smass.spectra.WAVELENGTH_GRID_UM.tolist())
+    assert meta["class_names"] == list(smass.GROUP_NAMES)
+    assert meta["training_data"]["sha256"]["smass2data.tar.gz"].startswith("dacf575e")
+    assert {"inputs", "outputs"} <= set(meta["io"]) and meta["io"]["inputs"][0]["shape"] == [None, 97]
+    assert meta["drift_reference"]["features"] and meta["drift_reference"]["classes"]["names"]
+    assert meta["seeds"]["seed"] == 0 and meta["code"]["git"]
+
+    # The published model serves: smoke test passes, and predictions are valid messages.
+    from stream.model_updates import smoke_test
+    from stream.spectra import spectrum_features
+    from stream.spectrum_model import predict_spectra
+
+    model = OnnxModel(mv)
+    smoke_test(model)
+    archive = data_dir / "smass2data.tar.gz"
+    records = [spectrum_features(raw, uri=name, file_id=f"id-{name}", detected_at_ms=0)
+               for name, raw in list(smass.iter_tar_spectra(archive))[:5]]
+    for pred in predict_spectra(model, records):
+        schemas.validate("Prediction", pred)
+        assert pred["model"] == "smass-cnn" and pred["model_version"] == mv.version
+    with pytest.raises(Rejected) as info:
+        predict_spectra(model, [dict(records[0], wavelength_um=records[0]["wavelength_um"][::2])])
+    assert info.value.reason == "grid-mismatch"
