@@ -61,10 +61,8 @@ async def rescore(settings: Settings, kinds: list[str], since_s: float | None = 
                     await consumer.stop()
                     continue
                 consumer.assign(parts)
-                # The end is read from a fetch-independent offsets request but only used as a target;
-                # the loop also stops when fetches come back empty, so a stale answer cannot hang it.
-                ends = await consumer.end_offsets(parts)
                 if since_s is not None:
+                    ends = await consumer.end_offsets(parts)
                     found = await consumer.offsets_for_times({tp: int(since_s * 1000) for tp in parts})
                     for tp in parts:
                         if found.get(tp) is None:
@@ -79,7 +77,11 @@ async def rescore(settings: Settings, kinds: list[str], since_s: float | None = 
                     msgs = [m for ms in got.values() for m in ms]
                     idle = 0 if msgs else idle + 1
                     if not msgs:
-                        if all(await consumer.position(tp) >= ends[tp] for tp in parts):
+                        # Done when every partition is read up to the high watermark its last fetch
+                        # reported (fetch answers are right where ListOffsets can be stale).
+                        marks = [consumer.highwater(tp) for tp in parts]
+                        positions = [await consumer.position(tp) for tp in parts]
+                        if all(h is not None and p >= h for h, p in zip(marks, positions, strict=True)):
                             break
                         continue
                     records = []
