@@ -163,6 +163,10 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker") -> 
         await score_stream(stream, "lightcurve", "LightCurveFeatures", TOPICS["features.lightcurve"])
 
     exported_lag: set[tuple[str, str]] = set()
+    # Series exist at 0 from the start: rate()/increase() cannot see a counter's first sample.
+    for agent in ("preprocess", "score"):
+        for outcome in ("ok", "rejected"):
+            MESSAGES_PROCESSED.labels(agent=agent, outcome=outcome)
 
     @app.task
     async def load_models() -> None:

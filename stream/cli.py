@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
             ep.load()(sub)
         except Exception as exc:  # e.g. training's extra not installed: the rest of the CLI still works
             log.debug("command %s unavailable: %s", ep.name, exc)
-    for module in ("stream.models_cli", "stream.status", "stream.rescore"):
+    for module in ("stream.models_cli", "stream.status", "stream.rescore", "stream.dashboard_png", "stream.labels_cli"):
         try:
             __import__(module, fromlist=["register"]).register(sub)
         except ImportError:

@@ -99,7 +99,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--range", dest="range_", default="1h", metavar="DURATION",
                    help="time range ending now (or at --end): 90s, 15m, 3h, 2d (default 1h)")
     p.add_argument("--end", type=float, default=None, metavar="UNIX_TIME", help="end of the range (default now)")
-    p.add_argument("--task", default=".*", help="regular expression of tasks to show (default all)")
+    p.add_argument("--task", default=".*",
+                   help="regular expression of the tasks the per-task panels show (default all)")
     p.add_argument("-o", "--output", type=Path, default=Path("skystream-dashboard.png"),
                    help="PNG file to write (default skystream-dashboard.png)")
     p.set_defaults(func=cmd_dashboard_png)

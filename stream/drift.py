@@ -108,6 +108,7 @@ class DriftMonitor:
         self._labels: deque[int] = deque(maxlen=self.window)
         self._lock = threading.Lock()
         self._since_export = 0
+        self._observed = 0  # since this monitor (this model's reference) started
 
     def observe(self, record: dict[str, Any], label: str) -> None:
         summary = SUMMARIES[self.kind](record)
@@ -119,6 +120,7 @@ class DriftMonitor:
             if label in self.classes:
                 self._labels.append(self.classes.index(label))
             self._since_export += 1
+            self._observed += 1
         if self._since_export >= 50:
             self.export()
 
@@ -143,5 +145,8 @@ class DriftMonitor:
         for name, v in values.items():
             DRIFT_PSI.labels(task=self.task, feature=name).set(v)
         if values:
-            DRIFT_DETECTED.labels(task=self.task).set(float(max(values.values()) > self.threshold))
+            # Gauges show from the minimum count on; the flag waits for a full window, because a
+            # partial window of an ordered stream (e.g. asteroids by number) drifts by chance.
+            full = self._observed >= self.window
+            DRIFT_DETECTED.labels(task=self.task).set(float(full and max(values.values()) > self.threshold))
         return values

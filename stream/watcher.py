@@ -88,6 +88,7 @@ class Watcher:
         self.send = send
         self.ledger = ledger
         self.batch = batch
+        FILES_DISCOVERED.labels(source=source.name)  # at 0 from the start, for rate()
 
     def _identify(self, c: Candidate) -> tuple[str, bytes]:
         """(file_id, head bytes). Local files are hashed whole; S3 objects are named by URI+ETag."""

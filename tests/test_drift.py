@@ -198,8 +198,6 @@ def test_shifted_population_flags_drift_and_exports_gauges(reference: dict[str, 
     assert gauge("skystream_drift_detected", task="t-shifted") == 1.0
 
 
-@pytest.mark.xfail(strict=True, reason="stream/drift.py decides the flag from 100 observations, where sampling "
-                   "noise alone passes 0.25: remove this marker once DriftMonitor.export decides it over full windows")
 def test_unshifted_population_never_raises_the_flag_while_the_window_fills(
         reference: dict[str, Any], populations: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     """Real spectra in many random orders, checked after every export (every 50 observations): the flag

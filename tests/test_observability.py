@@ -160,6 +160,7 @@ class ObservedRun:
     seen: Seen
     n_files: int
     started: float  # unix time the stream started (Prometheus was scraping already)
+    finished: float  # unix time every file had its outcome and Prometheus had scraped it
     tmp: Path
 
 
@@ -216,7 +217,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory, smass_dir: Path) -> Itera
                 prom.wait_for(lambda t=t: prom.query(f"timestamp(up{{job='skystream-worker'}}) > {t + 2}"), 30,
                               "a scrape after the batch")
             assert worker.poll() is None and watcher.poll() is None, "a stream process died"
-            yield ObservedRun(prom, seen, fed, started, tmp)
+            yield ObservedRun(prom, seen, fed, started, time.time(), tmp)
 
 
 # -- counts: what Prometheus says == what the stream did ----------------------------------------------
@@ -291,9 +292,11 @@ def test_every_dashboard_query_runs_against_the_running_stream(observed: Observe
     assert queries
 
     def judge() -> tuple[list[dict], list[dict], list[dict]]:
+        # Evaluated as a dashboard opened just after the run would (1m rates go NaN once it is idle).
+        at = min(time.time(), observed.finished + 30)
         empty, nan, ok = [], [], []
         for q in queries:
-            result = prom.query(q["expr"])  # raises ValueError, with Prometheus's reason, if it does not parse
+            result = prom.query(q["expr"], at=at)  # raises ValueError, with Prometheus's reason, if unparsable
             values = [r["value"][1] for r in result if "value" in r]
             (empty if not result else nan if all(v == "NaN" for v in values) else ok).append(q)
         return empty, nan, ok
