@@ -98,12 +98,21 @@ def validate(name: str, record: Mapping[str, Any]) -> None:
 
 
 def encode(name: str, record: Mapping[str, Any]) -> bytes:
-    """Validate and serialise one message."""
-    validate(name, record)
+    """Serialise one message; SchemaError when it does not match its schema.
+
+    fastavro's writer checks every value against the schema as it writes (missing fields, wrong
+    types, unknown enum symbols raise); a separate ``validate`` pass would cost three times the
+    write on the per-message path, so it runs only where the error message matters. One leniency
+    of the writer: a float given for an int/long field is truncated, not refused.
+    """
     buf = io.BytesIO()
     buf.write(_MAGIC)
     buf.write(_fingerprint_bytes(name))
-    fastavro.schemaless_writer(buf, schema(name), record)
+    try:
+        fastavro.schemaless_writer(buf, schema(name), record)
+    except Exception:
+        validate(name, record)  # names the offending field
+        raise SchemaError(f"{name} cannot be written with its schema") from None
     return buf.getvalue()
 
 

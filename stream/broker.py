@@ -112,7 +112,10 @@ def bootstrap_servers(broker: str) -> str:
 
 
 def faust_broker_url(broker: str) -> str:
-    return ";".join(f"kafka://{p}" for p in bootstrap_servers(broker).split(","))
+    """Faust's broker URL, on the transport with a short fetch wait (stream/faust_transport.py)."""
+    from stream.faust_transport import SCHEME
+
+    return ";".join(f"{SCHEME}://{p}" for p in bootstrap_servers(broker).split(","))
 
 
 def client_kwargs(settings: Settings) -> dict[str, Any]:

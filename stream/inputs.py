@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import shutil
 import tarfile
 import urllib.request
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("SKYSTREAM_SHARED_DATA") or REPO.parent / "shared" / "data")
 SMASS_ARCHIVE = "smass2/smass2data.tar.gz"
 # The origin named by the data set's README; this path could not be checked from the build machines
 # (no internet there), and the sha256 guards against anything else being served.
