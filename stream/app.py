@@ -147,7 +147,9 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker") -> 
                 END_TO_END_LATENCY.labels(kind=kind).observe(max(0.0, now - res["detected_at_ms"] / 1000))
                 MESSAGES_PROCESSED.labels(agent="score", outcome="ok").inc()
                 try:
-                    for alert in alerts_for(res):
+                    # Transit alerts draw a figure from the file (seconds): keep it off the event loop.
+                    alerts = await asyncio.to_thread(alerts_for, res) if kind == "lightcurve" else alerts_for(res)
+                    for alert in alerts:
                         await topics["alerts"].send(key=rec["file_id"].encode(), value=schemas.encode("Alert", alert))
                         ALERTS.labels(task=TASK_OF_KIND[kind], reason=alert["reason"]).inc()
                 except Exception as exc:
