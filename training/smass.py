@@ -2,7 +2,23 @@
 
 Data: SMASSII visible spectra (Bus & Binzel 2002, smass.mit.edu/smass.html: ``smass2data.tar.gz`` and
 ``Bus.Taxonomy.txt``), read from ``../shared/data/smass2`` by default. Features come from
-stream.spectra, the same code the stream runs.
+stream.spectra, the same code the stream runs. All 1,341 spectra have a Bus class (none is Q or
+unclassified; such objects would be skipped and counted).
+
+Model: a functional Keras model holding ``members`` small 1D CNNs (input: normalised reflectance on
+the grid, plus its derivative computed inside the model) whose softmax outputs are averaged; two
+heads, main group and Bus class. One ONNX file, ~0.4 MB.
+
+How the protocol (ModelConfig) was chosen, without touching the numbers it is judged by: the data
+were split once 80/20 (stratified, random_state 12345). About 20 variants were compared by 4-fold
+CV on the 80 % only (single-member models): label smoothing, noise level (1x-4x each spectrum's own
+error), edge-holding augmentation, derivative channel, width, kernel, dropout, Bus-class balancing,
+the .spfit fits as extra training samples, epochs. Seed-to-seed spread of one configuration was
+±0.006 in weighted F1, larger than most differences; what held up: noise at 2x the quoted errors
+(+~0.005), no label smoothing, and averaging members (+~0.005). The fixed protocol then scored the
+untouched 20 % once: weighted F1 0.970 (269 spectra). The k-fold CV that ``run`` reports on all
+spectra uses that fixed protocol; being on data that included the development 80 %, read it as
+slightly optimistic.
 """
 
 from __future__ import annotations
@@ -190,7 +206,8 @@ DERIVATIVE_SCALE = 20.0  # central difference over 0.01 µm, brought to the scal
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The training protocol: fixed before the final cross-validation (see README/report)."""
+    """The training protocol. Chosen by 4-fold CV on an 80 % development split only (the other 20 %
+    was scored once at the end); see the module docstring for what was tried."""
 
     members: int = 3  # ensemble of independently initialised CNNs inside one functional model
     filters: tuple[int, ...] = (16, 32, 32)
@@ -198,16 +215,17 @@ class ModelConfig:
     dense: int = 64
     dropout: float = 0.3
     derivative: bool = True  # second input channel: d(reflectance)/d(wavelength), computed in the model
-    epochs: int = 120
+    epochs: int = 80
     batch_size: int = 32
     learning_rate: float = 2e-3  # cosine-decayed to 0 over the run
-    label_smoothing: float = 0.05
-    bus_loss_weight: float = 0.5
-    noise: float = 1.0  # × each spectrum's own error propagated to the grid, redrawn every epoch
+    label_smoothing: float = 0.0
+    bus_loss_weight: float = 0.5  # the Bus head is auxiliary: it shapes features, the main head decides
+    noise: float = 2.0  # × each spectrum's own error propagated to the grid, redrawn every epoch
     edge_cut_prob: float = 0.3  # fraction of samples whose ends are held flat, as for narrower spectra
     edge_cut_max: int = 10  # grid cells (0.05 µm) per end
     slope_sigma: float = 0.0  # random multiplicative slope (per µm), e.g. solar-analogue differences
     bus_balance: float = 0.0  # sample weight ∝ (spectra in its Bus class)^-bus_balance: rare classes count more
+    line_fit: bool = False  # feed the least-squares slope and level of the spectrum to the dense layer
 
 
 def build_model(cfg: ModelConfig, n_grid: int):
@@ -221,8 +239,16 @@ def build_model(cfg: ModelConfig, n_grid: int):
     from keras import layers
 
     inp = keras.Input((n_grid,), name=INPUT_NAME)
-    x = layers.Rescaling(INPUT_SCALE, offset=-INPUT_SCALE, name="centre")(inp)
-    x = layers.Reshape((n_grid, 1), name="channels")(x)
+    centred = layers.Rescaling(INPUT_SCALE, offset=-INPUT_SCALE, name="centre")(inp)
+    x = layers.Reshape((n_grid, 1), name="channels")(centred)
+    line = None
+    if cfg.line_fit:
+        # Least-squares line through the spectrum (level at the grid centre, slope across the grid):
+        # a fixed projection, so the spectral slope that separates C from X is one number away.
+        grid = spectra.WAVELENGTH_GRID_UM
+        basis = np.stack([np.ones_like(grid), (grid - grid.mean()) / (grid[-1] - grid.mean())], axis=1)
+        line = layers.Dense(2, use_bias=False, trainable=False, name="line_fit",
+                            kernel_initializer=keras.initializers.Constant(np.linalg.pinv(basis).T))(centred)
     if cfg.derivative:
         ahead = layers.Cropping1D((2, 0), name="ahead")(x)
         behind = layers.Cropping1D((0, 2), name="behind")(x)
@@ -236,6 +262,8 @@ def build_model(cfg: ModelConfig, n_grid: int):
             h = layers.Conv1D(f, cfg.kernel, padding="same", activation="relu", name=f"m{m}_conv{i}")(h)
             h = layers.MaxPooling1D(2, name=f"m{m}_pool{i}")(h)
         h = layers.Flatten(name=f"m{m}_flat")(h)
+        if line is not None:
+            h = layers.Concatenate(name=f"m{m}_with_line")([h, line])
         h = layers.Dropout(cfg.dropout, name=f"m{m}_drop0")(h)
         h = layers.Dense(cfg.dense, activation="relu", name=f"m{m}_dense")(h)
         h = layers.Dropout(cfg.dropout, name=f"m{m}_drop1")(h)
@@ -295,7 +323,9 @@ def train_model(cfg: ModelConfig, x: np.ndarray, sigma: np.ndarray, group: np.nd
         for head in ("group", "bus"):
             losses[f"{head}_{m}"] = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
             weights[f"{head}_{m}"] = 1.0 if head == "group" else cfg.bus_loss_weight
-    train.compile(optimizer=keras.optimizers.Adam(schedule), loss=losses, loss_weights=weights)
+    # One graph call per epoch's worth of batches: per-call overhead dominates for a model this small.
+    train.compile(optimizer=keras.optimizers.Adam(schedule), loss=losses, loss_weights=weights,
+                  steps_per_execution=steps_per_epoch)
 
     # Every epoch's shuffled, freshly noised copy, drawn up front from one seeded generator and fed
     # in a single fit call (per-epoch fit calls cost more than the training itself here).
@@ -313,6 +343,7 @@ def train_model(cfg: ModelConfig, x: np.ndarray, sigma: np.ndarray, group: np.nd
     weight = (weight / weight.mean()).astype(np.float32)
 
     tty = sys.stderr.isatty()
+    total_steps = int(np.ceil(len(order) / cfg.batch_size))
 
     class Progress(keras.callbacks.Callback):
         """Per-epoch summary: mean loss over the epoch's batches (from Keras's running mean)."""
@@ -322,10 +353,10 @@ def train_model(cfg: ModelConfig, x: np.ndarray, sigma: np.ndarray, group: np.nd
             self.previous = (0, 0.0)
 
         def on_train_batch_end(self, batch: int, logs=None) -> None:
-            done = batch + 1
-            if done % steps_per_epoch and done != len(order) // cfg.batch_size:
+            done = batch + 1  # batches so far; called once per `steps_per_execution` batches
+            epoch = done // steps_per_epoch if done < total_steps else cfg.epochs
+            if epoch <= self.previous[0] // steps_per_epoch and done < total_steps:
                 return
-            epoch = done // steps_per_epoch
             total = logs["loss"] * done
             loss = (total - self.previous[1]) / (done - self.previous[0])
             self.previous = (done, total)
@@ -442,7 +473,8 @@ def cross_validate(data: SmassData, cfg: ModelConfig, folds: int, seed: int, thr
             f"Bus accuracy {fold['bus_accuracy']:.4f} ({fold['seconds']:.0f} s)")
 
     pred = p_group.argmax(1)
-    precision, recall, f1, support = precision_recall_fscore_support(g, pred, labels=range(len(GROUP_NAMES)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        g, pred, labels=range(len(GROUP_NAMES)), zero_division=0)
     f1s = np.array([f["weighted_f1"] for f in per_fold])
     bus_acc = np.array([f["bus_accuracy"] for f in per_fold])
     bus_pred = p_bus.argmax(1)

@@ -52,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--pc-weight", type=float, default=2.0,
+                        help="loss weight of planet candidates (the rare class); undone in the exported model")
     parser.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N train and val events (tests)")
     parser.add_argument("--report", type=Path, help="also write the metrics and metadata as JSON here")
@@ -114,19 +116,25 @@ def inputs_of(d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def augment(x: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Time reversal of both views (half the events), and a local view stretched by 0.8-1.2.
+    """Random variations the stream's views will show and the training views do not.
 
-    The stretch stands for a duration estimate off by up to 20 %: the box duration of our BLS
-    runs ~10 % shorter than the (30-min-smeared) QLP durations of the training views.
+    Both views: time reversal (half the events) and a little white noise (0.03 of the depth).
+    Local view: stretched by 0.8-1.2 and shifted by up to 1.5 bins, for a duration estimate off
+    by up to 20 % (our BLS box runs ~10 % shorter than the 30-min-smeared QLP durations of the
+    training views) and an epoch off by a few minutes.
     """
     g, loc = x["global_view"][..., 0].copy(), x["local_view"][..., 0].copy()
     flip = rng.random(len(g)) < 0.5
     g[flip], loc[flip] = g[flip, ::-1], loc[flip, ::-1]
     stretch = rng.uniform(0.8, 1.2, len(loc))
+    shift = rng.uniform(-1.5, 1.5, len(loc))
     centre = np.arange(LOCAL_BINS) - (LOCAL_BINS - 1) / 2
-    for i in np.flatnonzero(np.abs(stretch - 1) > 0.02):
-        loc[i] = normalise_view(np.interp(centre * stretch[i], centre, loc[i]))
-    return {"global_view": g[..., None], "local_view": loc[..., None], "scalars": x["scalars"]}
+    for i in range(len(loc)):
+        loc[i] = normalise_view(np.interp(centre * stretch[i] + shift[i], centre, loc[i]))
+    g += rng.normal(0.0, 0.03, g.shape)
+    loc += rng.normal(0.0, 0.03, loc.shape)
+    return {"global_view": g[..., None].astype(np.float32), "local_view": loc[..., None].astype(np.float32),
+            "scalars": x["scalars"]}
 
 
 # -- model ---------------------------------------------------------------------------------------
@@ -269,6 +277,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     model.compile(optimizer=keras.optimizers.Adam(schedule),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     rng = np.random.default_rng(args.seed)
+    # Planet candidates weigh more in the loss; that multiplies their odds by pc_weight, so the
+    # PC logit is lowered by log(pc_weight) wherever probabilities are read (and in the export).
+    sample_weight = np.where(y_train == LABELS["PC"], args.pc_weight, 1.0)
+    offset = np.array([-np.log(args.pc_weight), 0.0, 0.0])
     best: tuple[float, str, list[np.ndarray]] | None = None
     history = []
     # Stochastic weight averaging (Izmailov et al. 2018) over the second half of training: one
@@ -278,8 +290,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     swa_count = 0
     swa_start = args.epochs // 2
     for epoch in range(args.epochs):
-        hist = model.fit(augment(x_train, rng), y_train, batch_size=args.batch_size, epochs=1, shuffle=True,
-                         verbose=0)
+        hist = model.fit(augment(x_train, rng), y_train, sample_weight=sample_weight, batch_size=args.batch_size,
+                         epochs=1, shuffle=True, verbose=0)
         current = model.get_weights()
         candidates = [(f"epoch {epoch + 1}", current)]
         if epoch >= swa_start:
@@ -288,7 +300,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             candidates.append((f"average of epochs {swa_start + 1}-{epoch + 1}", swa))
         for label, weights in candidates:
             model.set_weights(weights)
-            m = metrics(softmax(model.predict(x_val, batch_size=512, verbose=0)), y_val)
+            # Judged as shipped: with its own calibration temperature (it reorders P(PC) a little).
+            logits = model.predict(x_val, batch_size=512, verbose=0) + offset
+            m = metrics(softmax(logits, fit_temperature(logits, y_val)), y_val)
             score = selection_score(m)
             history.append({"weights": label, "loss": float(hist.history["loss"][-1]), **{
                 k: round(m[k], 4) for k in ("triage_average_precision", "triage_accuracy",
@@ -299,6 +313,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         model.set_weights(current)
     assert best is not None
     model.set_weights(best[2])
+    kernel, bias = model.get_layer("logits").get_weights()
+    model.get_layer("logits").set_weights([kernel, bias + offset.astype(bias.dtype)])
     val_logits = model.predict(x_val, batch_size=512, verbose=0)
     temperature = fit_temperature(val_logits, y_val)
     train_seconds = time.perf_counter() - t0
@@ -309,7 +325,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "logit_model": model, "temperature": temperature, "best_epoch": best[1], "history": history,
         "val": val_metrics, "val_uncalibrated": val_uncal, "train_metrics": train_metrics,
-        "train_seconds": train_seconds, "x_val": x_val, "train_d": train_d, "val_probs": val_probs,
+        "train_seconds": train_seconds, "x_val": x_val, "val_labels": y_val, "train_d": train_d,
+        "val_probs": val_probs,
         "n_train": len(y_train), "n_val": len(y_val),
         "class_counts": {"train": np.bincount(y_train, minlength=3).tolist(),
                          "val": np.bincount(y_val, minlength=3).tolist()},
@@ -318,6 +335,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from stream.config import Settings
+    from stream.model_updates import make_smoke_test
     from stream.transits import DEFAULT_CONFIG
     from training.keras_export import code_version, compare_onnx_keras, export_onnx, library_versions, onnx_io, publish
 
@@ -329,6 +347,11 @@ def run(args: argparse.Namespace) -> int:
     check = compare_onnx_keras(model, onnx_bytes, result["x_val"])
     if check["max_abs_diff"] > 1e-4:
         raise SystemExit(f"ONNX and Keras disagree: max |diff| {check['max_abs_diff']:.2e}")
+    # Reference inputs and outputs a worker checks before serving this version (stream.model_updates):
+    # two val events of each class.
+    labels = result["val_labels"]
+    pick = np.concatenate([np.flatnonzero(labels == k)[:2] for k in range(len(CLASSES))])
+    smoke = make_smoke_test(onnx_bytes, {k: v[pick] for k, v in result["x_val"].items()})
     all_shards = shards(args.data, "train") + shards(args.data, "val")
     metadata = {
         "name": MODEL_NAME,
@@ -352,13 +375,17 @@ def run(args: argparse.Namespace) -> int:
         "training": {
             "epochs": args.epochs, "chosen_weights": result["best_epoch"], "batch_size": args.batch_size,
             "learning_rate": args.learning_rate, "seed": args.seed, "threads": args.threads,
+            "pc_loss_weight": args.pc_weight,
             "seconds": round(result["train_seconds"], 1), "n_train": result["n_train"], "n_val": result["n_val"],
             "class_counts": result["class_counts"], "limit": args.limit,
-            "augmentation": "time reversal; local view stretch 0.8-1.2", "history": result["history"],
+            "augmentation": "time reversal, noise 0.03; local view stretch 0.8-1.2 and shift +-1.5 bins",
+            "swa": "weights averaged over the second half of the epochs are candidates too",
+            "history": result["history"],
         },
         "data": {"path": str(args.data), "sha256": data_hash(all_shards), "origin": DATA_ORIGIN,
                  "shards": [p.name for p in all_shards]},
         "onnx_check": check,
+        "smoke_test": smoke,
         "drift_reference": drift_reference(result["train_d"], result["val_probs"]),
         "code_version": code_version(),
         "libraries": library_versions(),

@@ -63,14 +63,14 @@ def injected_snr(clean: transits.SearchResult, period: float, epoch: float, dura
     return float(depth / sigma * np.sqrt(n_transits)) if n_transits else 0.0
 
 
-def match(signals: list, period: float, epoch: float, duration: float) -> tuple[int | None, str]:
+def match(signals: list[dict], period: float, epoch: float, duration: float) -> tuple[int | None, str]:
     """Index of the reported signal that recovers the injection, and how (exact or alias)."""
     for kind, factors in (("exact", (1.0,)), ("alias", (0.5, 2.0))):
         for i, s in enumerate(signals):
             for f in factors:
-                if abs(s.period_days - period * f) <= 0.01 * period * f:
-                    dt = (s.epoch_btjd - epoch + 0.5 * period) % period - 0.5 * period
-                    if abs(dt) < max(0.5 * duration, 0.5 * s.duration_days) or f == 0.5:
+                if abs(s["period_days"] - period * f) <= 0.01 * period * f:
+                    dt = (s["epoch_btjd"] - epoch + 0.5 * period) % period - 0.5 * period
+                    if abs(dt) < max(0.5 * duration, s["duration_hours"] / 48.0) or f == 0.5:
                         return i, kind
     return None, "missed"
 
@@ -111,13 +111,12 @@ def main() -> int:
     for name in NON_TOI:
         base = read_lightcurve((LC_DIR / name).read_bytes())
         clean = transits.search(base, config)
-        strong = [s for s in clean.signals if s.snr >= args.detect_snr]
+        feats = transits.features_from_lightcurve(base, uri=name, file_id=name, detected_at_ms=0, config=config)
+        strong = [s for s in feats["signals"] if s["snr"] >= args.detect_snr]
         alerts = []
         if model is not None:
-            feats = transits.features_from_lightcurve(base, uri=name, file_id=name, detected_at_ms=0, config=config)
-            pred = scorer.predict_transits(model, [feats], None)[0]
-            alerts = scorer.transit_alerts(pred)
-        false_alarms.append((name, len(clean.signals), len(strong), len(alerts), clean.robust_rms))
+            alerts = scorer.transit_alerts(scorer.predict_transits(model, [feats], None)[0])
+        false_alarms.append((name, len(feats["signals"]), len(strong), len(alerts), clean.robust_rms))
         star_r = base.radius_rsun or 1.0
         for depth_ppm in DEPTHS_PPM:
             for period in PERIODS_D:
@@ -127,18 +126,16 @@ def main() -> int:
                     flux = base.flux * trapezoid(base.time, period, epoch, duration, depth_ppm * 1e-6)
                     lc = dataclasses.replace(base, flux=flux)
                     snr = injected_snr(clean, period, epoch, duration, depth_ppm * 1e-6)
-                    result = transits.search(lc, config)
-                    index, how = match(result.signals, period, epoch, duration)
+                    feats = transits.features_from_lightcurve(lc, uri=name, file_id=name, detected_at_ms=0,
+                                                              config=config)
+                    index, how = match(feats["signals"], period, epoch, duration)
                     alerted = None
                     if model is not None and index is not None:
-                        feats = transits.features_from_lightcurve(
-                            lc, uri=name, file_id=name, detected_at_ms=0, config=config)
-                        pred = scorer.predict_transits(model, [feats], None)[0]
-                        fired = scorer.transit_alerts(pred)
+                        fired = scorer.transit_alerts(scorer.predict_transits(model, [feats], None)[0])
                         alerted = any(a["signal_index"] == index for a in fired)
                     rows.append((name, depth_ppm, period, snr, how, index, alerted))
                     if args.show_misses and how == "missed" and snr >= 10:
-                        found = ", ".join(f"P={s.period_days:.3f} snr={s.snr:.1f}" for s in result.signals)
+                        found = ", ".join(f"P={s['period_days']:.3f} snr={s['snr']:.1f}" for s in feats["signals"])
                         print(f"  missed {name} depth={depth_ppm} P={period} snr={snr:.1f}: {found}")
     elapsed = time.perf_counter() - t_start
 
@@ -152,9 +149,7 @@ def main() -> int:
             continue
         exact = np.mean([r[4] == "exact" for r in sel])
         alias = np.mean([r[4] != "missed" for r in sel])
-        alerted = [r[6] for r in sel if r[6] is not None]
-        alert_txt = f"{np.mean([bool(a) for a in [r[6] for r in sel]]):8.2f}" if model is not None else "     n/a"
-        del alerted
+        alert_txt = f"{np.mean([bool(r[6]) for r in sel]):8.2f}" if model is not None else "     n/a"
         label = f"{lo:g}-{hi:g}" if hi < 1e8 else f">={lo:g}"
         print(f"{label:>14} {len(sel):4d} {exact:7.2f} {alias:7.2f} {alert_txt}")
     high = [r for r, s in zip(rows, snrs, strict=True) if s >= 10]
