@@ -45,7 +45,9 @@ def _metrics_arg(p: argparse.ArgumentParser, default: int | None = None) -> None
                    help="port for Prometheus /metrics (default: $SKYSTREAM_METRICS_PORT or a free port)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser. With ``command`` given, plugin commands other than it are not loaded: the
+    training plugin imports the preprocessing stack, seconds that `watch` or `score` need not pay."""
     parser = argparse.ArgumentParser(
         prog="skystream",
         description="SkyStream: a streaming classifier for astronomy data. A watcher publishes new TESS "
@@ -110,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_score)
 
     for ep in entry_points(group="skystream.commands"):
+        if command is not None and ep.name != command:
+            sub.add_parser(ep.name, help=f"(run `skystream {ep.name} --help`)")
+            continue
         try:
             ep.load()(sub)
         except Exception as exc:  # e.g. training's extra not installed: the rest of the CLI still works
@@ -297,7 +302,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
