@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import faust
@@ -81,7 +82,17 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker") -> 
     scorer = Scorer(open_registry(settings.registry), toi=_toi(settings))
     # Light-curve period searches take seconds of CPU: run them in a process so the event loop keeps
     # heartbeating and spectra keep flowing. Spectra take well under a millisecond and run inline.
-    pool = ProcessPoolExecutor(max_workers=1)
+    pools = [ProcessPoolExecutor(max_workers=1)]
+
+    async def in_pool(*args: Any) -> tuple[str, dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(pools[0], _extract_from_uri, *args)
+        except BrokenProcessPool:
+            # The child died (out of memory, a crash in a C library): start a new one for the next
+            # file, and dead-letter this one rather than retry something that may kill it again.
+            pools[0] = ProcessPoolExecutor(max_workers=1)
+            raise Rejected("preprocess-crashed", "the preprocessing process died on this file") from None
 
     async def dead_letter(stage: str, exc: BaseException, **ref: Any) -> None:
         record = rejected_record(stage, exc, **ref)
@@ -90,7 +101,6 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker") -> 
 
     @app.agent(topics["files"], name="preprocess")
     async def preprocess(stream: faust.Stream) -> None:
-        loop = asyncio.get_running_loop()
         async for event in stream.events():
             t0 = time.perf_counter()
             raw: bytes = event.value
@@ -103,7 +113,7 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker") -> 
             args = (fe["kind"], fe["uri"], fe["file_id"], fe["detected_at_ms"])
             try:
                 if fe["kind"] == "lightcurve":
-                    name, record = await loop.run_in_executor(pool, _extract_from_uri, *args)
+                    name, record = await in_pool(*args)
                 else:
                     name, record = _extract_from_uri(*args)
                 topic = topics[features.KINDS[fe["kind"]][1]]

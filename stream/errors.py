@@ -16,3 +16,7 @@ class Rejected(Exception):
 
     def __str__(self) -> str:
         return self.args[0]
+
+    def __reduce__(self) -> tuple:
+        # Light curves are preprocessed in a process pool: the rejection must cross back intact.
+        return (type(self), (self.reason, self.args[0]))

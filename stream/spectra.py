@@ -52,8 +52,9 @@ from stream.errors import Rejected
 
 # The model grid: 0.44–0.92 µm, the range of the Bus (1999) / Bus & Binzel (2002) classification
 # (its spline fits, the .spfit files, are sampled on 0.44–0.92 step 0.01). 98 % of SMASSII spectra
-# cover it entirely, all of them at least 97 %. The step is half the Bus step: SMASSII resolution elements are ~0.01 µm wide,
-# so 0.005 keeps every resolved feature while averaging two raw 0.0025 µm samples per cell.
+# cover it entirely, all of them at least 97 %. The step is half the Bus step: SMASSII resolution
+# elements are ~0.01 µm wide, so 0.005 keeps every resolved feature while averaging two raw
+# 0.0025 µm samples per cell.
 GRID_START_UM = 0.44
 GRID_STOP_UM = 0.92
 GRID_STEP_UM = 0.005
@@ -141,7 +142,7 @@ def read_spectrum(data: bytes, name: str = "") -> Spectrum:
         raise Rejected("empty-file", f"{label}: the file is empty")
     if _is_binary(data):
         raise Rejected("binary-content", f"{label}: binary content, not a text table")
-    text = data.decode("utf-8", errors="replace")
+    text = data.decode("utf-8", errors="replace").removeprefix("\ufeff")  # a BOM would hide row 1
     if "\r" in text:  # Windows and old Mac line ends: loadtxt and the header scan count "\n" lines
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     first, n_cols, delimiter = _find_table(text, label)

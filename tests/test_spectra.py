@@ -132,6 +132,12 @@ def test_header_comments_crlf_unsorted_and_duplicates(smass_files):
     assert rec["quality"]["dropped_fraction"] == pytest.approx(20 / len(doubled))
 
 
+def test_byte_order_mark_does_not_hide_the_first_row(smass_files):
+    plain = _features(smass_files["a000004.[2]"])
+    bom = _features(b"\xef\xbb\xbf" + smass_files["a000004.[2]"])  # as some Windows editors write
+    assert bom["quality"] == plain["quality"] and bom["reflectance"] == plain["reflectance"]
+
+
 def test_two_column_and_bad_errors_are_fine(smass_files):
     cols = _smass_columns(smass_files["a000004.[2]"])
     two = _features(_table(cols[:, 0], cols[:, 1]))

@@ -51,7 +51,6 @@ def test_survey_variants_go_through_the_serving_preprocessing():
 
 
 @pytest.mark.train
-@pytest.mark.slow
 def test_quick_training_run_exports_checks_and_publishes(tmp_path):
     pytest.importorskip("tensorflow", reason="training needs the train extra (TensorFlow)")
     pytest.importorskip("tf2onnx", reason="training needs the train extra (tf2onnx)")
