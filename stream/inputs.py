@@ -20,6 +20,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SKYSTREAM_SHARED_DATA") or REPO.parent / "shared" / "data")
 SMASS_ARCHIVE = "smass2/smass2data.tar.gz"
+TESS_LC = "tess/lc"
 # The origin named by the data set's README; this path could not be checked from the build machines
 # (no internet there), and the sha256 guards against anything else being served.
 SMASS_URL = "http://smass.mit.edu/data/smass/smass2data.tar.gz"
@@ -56,7 +57,11 @@ def demo_inputs(workdir: Path, limit: int | None = None) -> tuple[Path, str]:
     local = SHARED_DATA / SMASS_ARCHIVE
     if local.exists():
         n = _unpack(local.read_bytes(), dest, limit)
-        return dest, f"{n} real SMASSII spectra (Bus & Binzel 2002) from {local}"
+        curves = sorted((SHARED_DATA / TESS_LC).glob("*.fits")) if (SHARED_DATA / TESS_LC).is_dir() else []
+        for f in curves:  # linked, not copied: light curves are megabytes each
+            (dest / f.name).symlink_to(f)
+        tess = f" and {len(curves)} real TESS light curves from {SHARED_DATA / TESS_LC}" if curves else ""
+        return dest, f"{n} real SMASSII spectra (Bus & Binzel 2002) from {local}{tess}"
     try:
         with urllib.request.urlopen(SMASS_URL, timeout=10) as resp:
             archive = resp.read()

@@ -33,6 +33,7 @@ import re
 import sys
 import tarfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,10 +136,13 @@ def iter_tar_spectra(tar_path: Path, smoothed: bool = False):
             yield base, tar.extractfile(member).read()
 
 
-def load_smass(data_dir: Path = DEFAULT_DATA, smoothed: bool = False, limit: int | None = None) -> SmassData:
+def load_smass(data_dir: Path = DEFAULT_DATA, smoothed: bool = False, limit: int | None = None,
+               classes: Mapping[str, str] | None = None) -> SmassData:
     """Every labelled SMASSII spectrum through stream.spectra, with its Bus class and main group.
 
     ``limit`` keeps a class-stratified subset (for quick runs). ``smoothed`` reads the .spfit files.
+    ``classes`` (object -> Bus class, e.g. training.feedback.merge_smass(...).data) replaces the
+    taxonomy's classes: objects it does not list count as unlabelled.
     """
     tar_path, tax_path = data_dir / "smass2data.tar.gz", data_dir / "Bus.Taxonomy.txt"
     taxonomy = parse_taxonomy(tax_path.read_text(encoding="latin-1"))
@@ -147,11 +151,12 @@ def load_smass(data_dir: Path = DEFAULT_DATA, smoothed: bool = False, limit: int
     for base, raw in iter_tar_spectra(tar_path, smoothed):
         obj = spectra.object_name(base)
         entry = taxonomy.get(obj)
-        if entry is None or not entry.bus:
+        bus = classes.get(obj, "") if classes is not None else entry.bus if entry is not None else ""
+        if not bus:
             data.skipped.setdefault("unlabelled", []).append(obj)
             continue
-        if entry.bus not in BUS_TO_GROUP:
-            data.skipped.setdefault(f"class {entry.bus} has no main group", []).append(obj)
+        if bus not in BUS_TO_GROUP:
+            data.skipped.setdefault(f"class {bus} has no main group", []).append(obj)
             continue
         spectrum = spectra.read_spectrum(raw, name=base)
         values, quality = spectra.resample(spectrum)
@@ -160,8 +165,8 @@ def load_smass(data_dir: Path = DEFAULT_DATA, smoothed: bool = False, limit: int
         data.spectra.append(spectrum)
         data.quality.append(quality)
         rows.append(values)
-        data.group = np.append(data.group, GROUP_NAMES.index(BUS_TO_GROUP[entry.bus]))
-        data.bus = np.append(data.bus, BUS_CLASS_NAMES.index(entry.bus))
+        data.group = np.append(data.group, GROUP_NAMES.index(BUS_TO_GROUP[bus]))
+        data.bus = np.append(data.bus, BUS_CLASS_NAMES.index(bus))
     data.features = np.stack(rows).astype(np.float32)
     data.group = data.group.astype(np.int64)
     data.bus = data.bus.astype(np.int64)
@@ -578,6 +583,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the model into stream/bundled/registry (the shipped baseline) instead")
     parser.add_argument("--quick", action="store_true",
                         help="tiny run for tests: ~160 spectra, 2 folds, 1 member, 3 epochs")
+    parser.add_argument("--with-labels", metavar="SOURCE", default=None,
+                        help="retrain with curated labels (task smass) from a broker host:port or a JSON-lines "
+                             "dump (`skystream labels dump`): hold out a fixed evaluation set, train on the rest, "
+                             "and publish only if the candidate is not worse than the registry's champion on it")
+    parser.add_argument("--gate-tolerance", type=float, default=0.0,
+                        help="with --with-labels: accepted loss in held-out main-group weighted F1 (default 0)")
+    parser.add_argument("--keep-refused", action="store_true",
+                        help="with --with-labels: store a refused candidate as an unpromoted version")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -600,10 +613,33 @@ def run(args: argparse.Namespace) -> int:
     if args.members is not None:
         cfg = dataclasses.replace(cfg, members=args.members)
 
-    data = load_smass(args.data_dir, limit=limit)
+    feedback = None
+    if args.with_labels:
+        if args.bundle:
+            log("--with-labels gates against a registry's champion; it does not write the bundled baseline")
+            return 2
+        from training.feedback import load_labels, merge_smass
+
+        taxonomy = parse_taxonomy((args.data_dir / "Bus.Taxonomy.txt").read_text(encoding="latin-1"))
+        have_spectrum = {spectra.object_name(base) for base, _ in iter_tar_spectra(args.data_dir / "smass2data.tar.gz")}
+        feedback = merge_smass(load_labels(args.with_labels, "smass"), taxonomy, have_spectrum,
+                               known_classes=BUS_CLASS_NAMES)
+        log(feedback.summary())
+
+    data = load_smass(args.data_dir, limit=limit, classes=feedback.data if feedback else None)
     counts = ", ".join(f"{n} {int(np.sum(data.group == i))}" for i, n in enumerate(GROUP_NAMES))
     log(f"SMASSII: {len(data.objects)} labelled spectra ({counts}); skipped: "
         f"{ {k: len(v) for k, v in data.skipped.items()} or 'none'}")
+    eval_set = None
+    if feedback is not None:
+        from training.gate import make_eval_set
+
+        # Fixed by object identity, so the same objects stay out of every retrained model.
+        eval_set, train_rows = make_eval_set({INPUT_NAME: data.features}, data.group, data.objects,
+                                             name="SMASSII held-out objects, curated labels applied")
+        data = _subset(data, np.flatnonzero(train_rows))
+        log(f"evaluation set: {len(eval_set)} spectra held out of training and CV (sha256 {eval_set.sha256[:12]}); "
+            f"{len(data.objects)} left for training")
     smoothed = load_smass(args.data_dir, smoothed=True)
     variants = survey_variants(data, smoothed)
     log(f"model: {cfg}")
@@ -635,6 +671,8 @@ def run(args: argparse.Namespace) -> int:
         None, {INPUT_NAME: data.features})[0]
     seconds = time.perf_counter() - t_start
     metadata = build_metadata(data, cfg, args, onnx_bytes, cv, check, train_pred, seconds)
+    if feedback is not None:
+        return _publish_gated(args, onnx_bytes, metadata, feedback, eval_set, cv, check, cfg, seconds, log)
     registry = BUNDLED if args.bundle else (args.registry or Settings().registry)
     uri, version = publish(registry, "smass", onnx_bytes, metadata, bundled=args.bundle)
     log(f"published smass v{version} ({MODEL_NAME}) to {uri} in {seconds:.0f} s")
@@ -644,3 +682,35 @@ def run(args: argparse.Namespace) -> int:
             {"cv": cv, "onnx_vs_keras": check, "training_seconds": round(seconds, 1), "registry": uri,
              "version": version, "config": dataclasses.asdict(cfg), "onnx_bytes": len(onnx_bytes)}, indent=1))
     return 0
+
+
+def _publish_gated(args: argparse.Namespace, onnx_bytes: bytes, metadata: dict, feedback, eval_set, cv: dict | None,
+                   check: dict, cfg: ModelConfig, seconds: float, log) -> int:
+    """--with-labels: score candidate and champion on the held-out set, publish only if not worse.
+    Returns 0 when published (promoted), 3 when refused."""
+    from stream.config import Settings
+    from stream.registry import open_registry
+    from training.gate import argmax_metrics, gate, publish_gated
+
+    metadata["feedback"] = feedback.report
+    metadata["training_data"]["held_out"] = eval_set.describe()
+    registry = args.registry or Settings().registry
+    decision = gate(registry, "smass", onnx_bytes, eval_set, argmax_metrics(OUTPUT_GROUP), "weighted_f1",
+                    args.gate_tolerance)
+    log(decision.table())
+    version = publish_gated(registry, "smass", onnx_bytes, metadata, decision, keep_refused=args.keep_refused)
+    uri = open_registry(registry).uri
+    if version is None:
+        log(f"not published: the champion keeps serving ({uri})")
+    else:
+        log(f"published smass v{version} ({MODEL_NAME}) to {uri}"
+            + ("" if decision.accepted else " unpromoted (refused by the gate, kept for inspection)"))
+    if args.out_metrics:
+        from training.gate import gate_metadata
+
+        args.out_metrics.parent.mkdir(parents=True, exist_ok=True)
+        args.out_metrics.write_text(json.dumps(
+            {"cv": cv, "onnx_vs_keras": check, "training_seconds": round(seconds, 1), "registry": uri,
+             "version": version, "config": dataclasses.asdict(cfg), "onnx_bytes": len(onnx_bytes),
+             "gate": gate_metadata(decision), "feedback": feedback.report}, indent=1))
+    return 0 if decision.accepted else 3

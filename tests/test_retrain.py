@@ -1,0 +1,77 @@
+"""`skystream train smass --with-labels`: curated labels merged, candidate gated against the champion."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+from data_paths import require_data
+
+from stream.registry import LocalRegistry
+
+# A handful of curated Bus classes for objects that have SMASSII spectra: two reclassifications,
+# one confirmation, and one class the model cannot learn (ignored and counted).
+LABELS = [
+    {"task": "smass", "object": "1", "label": "Cb", "source": "curator", "at_ms": 1_700_000_000_000},
+    {"task": "smass", "object": "4", "label": "V", "source": "curator", "at_ms": 1_700_000_000_001},
+    {"task": "smass", "object": "10", "label": "Ch", "source": "curator", "at_ms": 1_700_000_000_002},
+    {"task": "smass", "object": "21", "label": "Xq", "source": "curator", "at_ms": 1_700_000_000_003},
+]
+
+
+def _run(tmp_path: Path, registry: Path, *extra: str) -> tuple[int, dict]:
+    from training import smass
+
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("".join(json.dumps(dict(r, file_id=None, period_days=None)) + "\n" for r in LABELS))
+    parser = argparse.ArgumentParser()
+    smass.add_arguments(parser)
+    out = tmp_path / f"metrics{len(list(tmp_path.glob('metrics*.json')))}.json"
+    args = parser.parse_args(["--quick", "--folds", "0", "--epochs", "1", "--threads", "1",
+                              "--data-dir", str(require_data("smass2")), "--registry", str(registry),
+                              "--with-labels", str(labels), "--out-metrics", str(out), *extra])
+    code = smass.run(args)
+    return code, json.loads(out.read_text())
+
+
+@pytest.mark.train
+def test_retrain_with_labels_is_gated_against_the_champion(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    pytest.importorskip("tensorflow", reason="training needs the train extra (TensorFlow)")
+    pytest.importorskip("tf2onnx", reason="training needs the train extra (tf2onnx)")
+    registry = tmp_path / "registry"  # seeded with a copy of the bundled champion (smass v1)
+    assert LocalRegistry(registry).champion("smass") == "1"
+
+    # (a) one epoch on ~130 spectra cannot match the shipped model: refused, nothing promoted or stored.
+    code, refused = _run(tmp_path, registry)
+    printed = capsys.readouterr().out
+    print(printed)
+    assert code == 3 and refused["version"] is None
+    assert "smass feedback: 4 labels; 3 applied (2 changed, 0 added, 1 unchanged)" in printed
+    assert "ignored: unknown_class 1" in printed
+    assert "promotion gate for smass: primary metric weighted_f1" in printed
+    assert "champion v1" in printed and "decision: REFUSED" in printed
+    gate = refused["gate"]
+    assert not gate["accepted"] and gate["champion_version"] == "1"
+    assert gate["improvement"] == pytest.approx(gate["candidate"] - gate["champion"])
+    assert gate["improvement"] < 0
+    reg = LocalRegistry(registry)
+    assert reg.champion("smass") == "1" and reg.versions("smass") == ["1"]
+
+    # (b) the same candidate with a tolerance covering any loss: accepted, promoted, numbers stored.
+    code, accepted = _run(tmp_path, registry, "--gate-tolerance", "1.0")
+    printed = capsys.readouterr().out
+    print(printed)
+    assert code == 0 and "decision: ACCEPTED" in printed
+    reg = LocalRegistry(registry)
+    assert reg.champion("smass") == accepted["version"] == "2"
+    meta = reg.metadata("smass", "2")
+    assert meta["gate"]["accepted"] and meta["gate"]["tolerance"] == 1.0
+    assert meta["gate"]["eval_set"]["sha256"] == gate["eval_set"]["sha256"]  # the same fixed set both times
+    assert meta["gate"]["champion_metrics"]["weighted_f1"] == pytest.approx(gate["champion"])
+    assert meta["feedback"]["changed"] == 2 and meta["feedback"]["labels_sha256"]
+    assert {c["object"] for c in meta["feedback"]["changes"]} == {"1", "10"}
+    held_out = meta["training_data"]["held_out"]
+    assert held_out["n"] == meta["gate"]["eval_set"]["n"] > 0
+    assert meta["training_data"]["n_spectra"] + held_out["n"] > meta["training_data"]["n_spectra"]
