@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -22,11 +21,11 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from statistics import NormalDist
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
+from helpers import load_module
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -261,15 +260,6 @@ def test_predicted_class_mix_alone_can_drift(reference: dict[str, Any], populati
 
 
 # -- demonstration on the running stream --------------------------------------------------------------
-def load_module(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def scrape(port: int, name: str, **labels: str) -> float | None:
     """One sample from a process's /metrics (None when absent or unreachable)."""
     try:

@@ -47,14 +47,6 @@ def _watch_once(stack: LocalStack, directory: Path) -> subprocess.CompletedProce
     )
 
 
-def _wait(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.25)
-
-
 def test_stream_end_to_end(tmp_path: Path, smass_dir: Path, bad_files: dict[str, set[str]]) -> None:
     registry = tmp_path / "registry"
     shutil.copytree(BUNDLED, registry)

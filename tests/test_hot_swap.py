@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import wait_until
 
 from stream.config import Settings
 from stream.localstack import LocalStack, collect
@@ -28,14 +29,6 @@ pytestmark = pytest.mark.slow
 
 def _metrics(port: int) -> str:
     return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-
-
-def _wait(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.25)
 
 
 def _sample(port: int, name: str, **labels: str) -> float:
@@ -86,7 +79,7 @@ def test_new_version_mid_stream_and_corrupt_version_refused(tmp_path: Path, smas
         v2 = registry.publish("smass", current.onnx, {k: v for k, v in current.metadata.items()
                                                       if k not in ("version", "sha256", "created")})
         _announce(stack, registry, v2)
-        _wait(lambda: _serving(port) == v2, 60, f"the worker to serve v{v2}")
+        wait_until(lambda: _serving(port) == v2, 60, f"the worker to serve v{v2}")
 
         # A corrupt version (not an ONNX graph, but its checksum is right) and a tampered one.
         v3 = registry.publish("smass", b"\x08\x07garbage" * 100, dict(current.metadata), promote=False)
@@ -94,7 +87,7 @@ def test_new_version_mid_stream_and_corrupt_version_refused(tmp_path: Path, smas
         v4 = registry.publish("smass", current.onnx, dict(current.metadata), promote=False)
         (registry.root / "smass" / v4 / "model.onnx").write_bytes(current.onnx[:-10])
         _announce(stack, registry, v4)
-        _wait(lambda: _sample(port, "skystream_model_refused_total", task="smass", reason="invalid-onnx") == 1
+        wait_until(lambda: _sample(port, "skystream_model_refused_total", task="smass", reason="invalid-onnx") == 1
               and _sample(port, "skystream_model_refused_total", task="smass", reason="checksum-mismatch") == 1,
               60, "both bad versions to be refused")
         assert _serving(port) == v2, "a refused version replaced the serving model"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import os
 import shutil
 import signal
@@ -28,13 +27,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer
 from conftest import BAD_FILES
+from helpers import load_module
 from prometheus_client.parser import text_string_to_metric_families
 
 import schemas
@@ -54,16 +53,6 @@ MORE_BAD_FILES = {
     "garbage-2.bin": np.random.default_rng(2).bytes(4096),
     "all_nan-2.txt": b"\n".join(f"{0.44 + i * 0.005:.3f}\tnan\t0.01".encode() for i in range(60)),
 }
-
-
-def load_module(path: Path) -> ModuleType:
-    """deploy/ scripts are standalone files, not packages: load them by path."""
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 local_prometheus = load_module(ROOT / "deploy" / "prometheus" / "local_prometheus.py")
