@@ -75,3 +75,43 @@ def test_retrain_with_labels_is_gated_against_the_champion(tmp_path: Path, capsy
     held_out = meta["training_data"]["held_out"]
     assert held_out["n"] == meta["gate"]["eval_set"]["n"] > 0
     assert meta["training_data"]["n_spectra"] + held_out["n"] > meta["training_data"]["n_spectra"]
+
+
+@pytest.mark.train
+def test_tess_retrain_with_labels_relabels_and_gates(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """The smallest tess run (1 epoch, 200 events per split): labels reach train and val, the gate runs
+    on the relabelled val split against the bundled champion and refuses the weak candidate."""
+    pytest.importorskip("tensorflow", reason="training needs the train extra (TensorFlow)")
+    pytest.importorskip("tf2onnx", reason="training needs the train extra (tf2onnx)")
+    from training import tess
+
+    data = require_data("tess/yu2019")
+    val = tess.load_split(data, "val", 200)
+    # Three val signals of junk relabelled as planet candidates, one label for a signal nobody has.
+    junk = [i for i in range(len(val["tic_id"])) if val["Disposition"][i] == "J"][:3]
+    labels = [{"task": "tess", "object": str(int(val["tic_id"][i])), "label": "PC", "source": "TFOPWG:CP",
+               "file_id": None, "period_days": float(val["Period"][i]), "at_ms": 1_700_000_000_000 + k}
+              for k, i in enumerate(junk)]
+    labels.append({"task": "tess", "object": "1", "label": "EB", "source": "curator", "file_id": None,
+                   "period_days": 3.0, "at_ms": 1_700_000_000_100})
+    path = tmp_path / "labels.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in labels))
+    registry = tmp_path / "registry"  # seeded with a copy of the bundled champion (tess v1)
+    parser = argparse.ArgumentParser()
+    tess.add_arguments(parser)
+    args = parser.parse_args(["--data", str(data), "--epochs", "1", "--limit", "200", "--threads", "1",
+                              "--registry", str(registry), "--with-labels", str(path)])
+    code = tess.run(args)
+    printed = capsys.readouterr().out
+    print(printed)
+    assert f"val: tess feedback: 4 labels; 3 matched 3 of {len(val['tic_id'])} examples (3 relabelled" in printed
+    assert "J->PC 3" in printed
+    assert "promotion gate for tess: primary metric mean_average_precision" in printed
+    assert "yu2019 val split, curated labels applied" in printed and "champion v1" in printed
+    reg = LocalRegistry(registry)
+    if code == 3:
+        assert "decision: REFUSED" in printed and reg.versions("tess") == ["1"]
+    else:  # a 1-epoch candidate should not win, but the gate may accept a tie; then it is promoted
+        assert code == 0 and "decision: ACCEPTED" in printed and reg.champion("tess") == "2"
+        meta = reg.metadata("tess", "2")
+        assert meta["gate"]["primary"] == "mean_average_precision" and meta["feedback"]["val"]["changed"] == 3

@@ -57,6 +57,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N train and val events (tests)")
     parser.add_argument("--report", type=Path, help="also write the metrics and metadata as JSON here")
+    parser.add_argument("--with-labels", metavar="SOURCE", default=None,
+                        help="retrain with curated labels (task tess) from a broker host:port or a JSON-lines dump "
+                             "(`skystream labels dump`), applied to train and val; publish only if the candidate "
+                             "is not worse than the registry's champion on the relabelled val split")
+    parser.add_argument("--gate-tolerance", type=float, default=0.0,
+                        help="with --with-labels: accepted loss in the mean of triage and vetting average "
+                             "precision on val (default 0)")
+    parser.add_argument("--keep-refused", action="store_true",
+                        help="with --with-labels: store a refused candidate as an unpromoted version")
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -231,6 +240,16 @@ def selection_score(m: dict[str, float]) -> float:
     return 0.5 * (m["triage_average_precision"] + m["vetting_average_precision"])
 
 
+GATE_PRIMARY = "mean_average_precision"  # selection_score: what chose the epoch also decides promotion
+
+
+def gate_metrics(outputs: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:
+    """training.gate metric function: the val metrics of ``metrics`` (rates only) plus their selection score."""
+    m = metrics(np.asarray(outputs["probabilities"]), labels)
+    rates = {k: v for k, v in m.items() if not k.endswith("_positives") and k != "n"}
+    return {GATE_PRIMARY: selection_score(m), **rates}
+
+
 # -- drift reference -----------------------------------------------------------------------------
 def drift_reference(train: dict[str, np.ndarray], val_probs: np.ndarray) -> dict[str, Any]:
     """PSI reference (stream.drift format) from the training signals and the val predictions.
@@ -265,6 +284,16 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     train_d = load_split(args.data, "train", args.limit)
     val_d = load_split(args.data, "val", args.limit)
+    feedback = None
+    if getattr(args, "with_labels", None):
+        from training.feedback import load_labels, merge_tess
+
+        labels = load_labels(args.with_labels, TASK)
+        merged = {"train": merge_tess(labels, train_d), "val": merge_tess(labels, val_d)}
+        for split, m in merged.items():
+            print(f"{split}: {m.summary()}", flush=True)
+        train_d, val_d = merged["train"].data, merged["val"].data
+        feedback = {split: m.report for split, m in merged.items()}
     x_train, y_train = inputs_of(train_d), train_d["label"]
     x_val, y_val = inputs_of(val_d), val_d["label"]
     log.info("train %d events %s, val %d events %s", len(y_train), np.bincount(y_train, minlength=3),
@@ -326,7 +355,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "logit_model": model, "temperature": temperature, "best_epoch": best[1], "history": history,
         "val": val_metrics, "val_uncalibrated": val_uncal, "train_metrics": train_metrics,
         "train_seconds": train_seconds, "x_val": x_val, "val_labels": y_val, "train_d": train_d,
-        "val_probs": val_probs,
+        "val_probs": val_probs, "feedback": feedback, "val_tic_ids": val_d["tic_id"],
         "n_train": len(y_train), "n_val": len(y_val),
         "class_counts": {"train": np.bincount(y_train, minlength=3).tolist(),
                          "val": np.bincount(y_val, minlength=3).tolist()},
@@ -340,6 +369,9 @@ def run(args: argparse.Namespace) -> int:
     from training.keras_export import code_version, compare_onnx_keras, export_onnx, library_versions, onnx_io, publish
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if getattr(args, "with_labels", None) and args.bundled:
+        print("--with-labels gates against a registry's champion; it does not write the bundled baseline")
+        return 2
     result = train(args)
     model = serving_model(result["logit_model"], result["temperature"])
     onnx_bytes = export_onnx(model, {"global_view": (None, GLOBAL_BINS, 1), "local_view": (None, LOCAL_BINS, 1),
@@ -396,6 +428,8 @@ def run(args: argparse.Namespace) -> int:
                       "onnx_max_abs_diff": check["max_abs_diff"], "onnx_bytes": len(onnx_bytes)}, indent=1))
     if args.report:
         args.report.write_text(json.dumps(summary, indent=1))
+    if result["feedback"] is not None:
+        return _publish_gated(args, onnx_bytes, metadata, result)
     if args.no_publish:
         return 0
     if args.bundled:
@@ -404,3 +438,34 @@ def run(args: argparse.Namespace) -> int:
         uri, version = publish(args.registry or Settings().registry, TASK, onnx_bytes, metadata)
     print(f"published {MODEL_NAME} as {TASK} v{version} in {uri}")
     return 0
+
+
+def _publish_gated(args: argparse.Namespace, onnx_bytes: bytes, metadata: dict[str, Any],
+                   result: dict[str, Any]) -> int:
+    """--with-labels: score candidate and champion on the relabelled val split; publish only if not worse.
+    Returns 0 when published (or --no-publish), 3 when refused."""
+    from stream.config import Settings
+    from stream.registry import open_registry
+    from training.gate import EvalSet, gate, publish_gated
+
+    eval_set = EvalSet(
+        result["x_val"], result["val_labels"], tuple(str(t) for t in result["val_tic_ids"]),
+        {"rule": "the yu2019 val split (val-* shards), curated labels applied", "limit": args.limit},
+        name="yu2019 val split, curated labels applied")
+    metadata["feedback"] = result["feedback"]
+    metadata["metrics"]["gate_note"] = ("the gate's evaluation set is the val split, which also chose the "
+                                        "epoch and fitted the temperature of the candidate: the candidate's "
+                                        "score is optimistic, so the gate favours it slightly")
+    registry = args.registry or Settings().registry
+    decision = gate(registry, TASK, onnx_bytes, eval_set, gate_metrics, GATE_PRIMARY, args.gate_tolerance)
+    print(decision.table(), flush=True)
+    if args.no_publish:
+        return 0
+    version = publish_gated(registry, TASK, onnx_bytes, metadata, decision, keep_refused=args.keep_refused)
+    uri = open_registry(registry).uri
+    if version is None:
+        print(f"not published: the champion keeps serving ({uri})")
+    else:
+        print(f"published {MODEL_NAME} as {TASK} v{version} in {uri}"
+              + ("" if decision.accepted else " unpromoted (refused by the gate, kept for inspection)"))
+    return 0 if decision.accepted else 3
