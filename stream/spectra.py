@@ -11,15 +11,16 @@ other surveys (Å or nm, narrower range, two columns) go through the same path.
 Policy (each failure raises ``Rejected(reason, message)``):
 
 - empty-file: no bytes, or only whitespace. binary-content: NUL or many control bytes.
-- not-a-table: no numeric row, or a non-numeric row inside the table. wrong-columns: a table with
+- not-a-table: no numeric row within the first ``_MAX_HEADER_LINES`` lines, or a non-numeric row
+  inside the table. wrong-columns: a table with
   fewer than 2 or more than 3 columns, or rows with differing column counts (which column would be
   the reflectance is then a guess). Exception: a short last line without a line end is a file cut
   mid-write; that row is dropped.
 - Rows with a non-finite or non-positive wavelength or reflectance are dropped (reflectance is a
   ratio of fluxes: zero or negative values are padding or failed reductions; SMASSII pads two files
   with ``0 0 0`` rows). all-nan: every row has a NaN/inf wavelength or reflectance.
-- Units from the magnitude of the median wavelength: < 10 → µm, < 3000 → nm, else Å (visible and
-  near-IR spectra cannot be confused across these ranges).
+- Units from the magnitude of the wavelengths (the middle valid row): < 10 → µm, < 3000 → nm,
+  else Å (visible and near-IR spectra cannot be confused across these ranges).
 - Unsorted wavelengths are sorted; duplicated wavelengths are averaged (their errors combined as the
   error of the mean). Dropped and merged rows are counted in ``quality.dropped_fraction``.
 - too-few-points: fewer than ``MIN_POINTS`` distinct valid samples remain.
@@ -80,7 +81,7 @@ _COMMENTS = ("#", "%", "!")
 _CONTROL_BYTES = bytes(b for b in range(32) if b not in (9, 10, 11, 12, 13))
 _SPLIT = re.compile(r"[,;\s]+")
 _HEAD_SNIFF_ROWS = 8
-_MAX_HEADER_LINES = 100
+_MAX_HEADER_LINES = 200
 # Scale factors to µm, from astropy's unit definitions rather than typed-in constants.
 _TO_UM = {unit: float((1 * getattr(u, unit)).to_value(u.um)) for unit in ("um", "nm", "AA")}
 
@@ -209,14 +210,12 @@ def _floats(tokens: list[str]) -> list[float] | None:
 
 def _find_table(text: str, label: str) -> tuple[int, int, str | None]:
     """(index of the first data line, number of columns, delimiter for loadtxt)."""
-    for i, line in enumerate(text.split("\n")):
+    for i, line in enumerate(text.split("\n", _MAX_HEADER_LINES + 1)[: _MAX_HEADER_LINES + 1]):
         tokens = _tokens(line)
         if tokens is None:
             continue
         values = _floats(tokens)
         if values is None:
-            if i >= _MAX_HEADER_LINES:
-                break
             continue  # header line before the table
         if len(values) not in (2, 3):
             raise Rejected(
@@ -243,7 +242,7 @@ def _clean(table: np.ndarray, label: str, truncated: int = 0) -> Spectrum:
             "too-few-points",
             f"{label}: {len(w)} valid samples (positive, finite wavelength and reflectance); need {MIN_POINTS}",
         )
-    unit = _detect_unit(float(np.median(w)))
+    unit = _detect_unit(float(w[len(w) // 2]))  # any valid row tells the magnitude; a median costs 0.1 ms
     w = w * _TO_UM[unit]
     if e is not None:
         e = np.where(np.isfinite(e[valid]) & (e[valid] > 0), e[valid], np.nan)
@@ -341,7 +340,8 @@ def _median_snr(spectrum: Spectrum) -> float | None:
     known = np.isfinite(spectrum.error)
     if not known.any():
         return None
-    return float(np.median(spectrum.reflectance[known] / spectrum.error[known]))
+    snr = np.sort(spectrum.reflectance[known] / spectrum.error[known])  # np.median's overhead is 10x this
+    return float(0.5 * (snr[(len(snr) - 1) // 2] + snr[len(snr) // 2]))
 
 
 # --------------------------------------------------------------------------------------------

@@ -341,3 +341,13 @@ def test_features_on_another_grid_are_refused(bundled_model, labelled_records):
             predict_spectra(bundled_model, [rec, bad])
         assert info.value.reason == "grid-mismatch"
     assert predict_spectra(bundled_model, []) == []
+
+
+def test_preprocessing_still_matches_what_the_bundled_model_was_trained_on(bundled_model, smass_files):
+    """The smoke-test inputs stored with the model are stream.spectra features of real files: today's
+    code must reproduce them, or the shipped model is being fed something it never saw."""
+    ref = bundled_model.metadata["smoke_test"]
+    assert bundled_model.metadata["preprocessing"] == spectra.PREPROCESSING_VERSION
+    by_object = {spectra.object_name(n): d for n, d in smass_files.items() if ".spfit" not in n}
+    for obj, stored in zip(ref["objects"], ref["inputs"][bundled_model.metadata["input_name"]], strict=True):
+        assert np.array_equal(np.float32(_features(by_object[obj])["reflectance"]), np.float32(stored)), obj

@@ -10,17 +10,18 @@ the grid, plus its derivative computed inside the model) whose softmax outputs a
 heads, main group and Bus class. One ONNX file, ~0.4 MB.
 
 How the protocol (ModelConfig) was chosen, without touching the numbers it is judged by: the data
-were split once 80/20 (stratified, random_state 12345). About 20 variants were compared by 4-fold
+were split once 80/20 (stratified, random_state 12345). About 25 variants were compared by 4-fold
 CV on the 80 % only: label smoothing, noise level (1x-4x each spectrum's own error), edge-holding
 augmentation, derivative channel, width, kernel size, dropout, Bus-class balancing, the .spfit fits
-as extra training samples, epochs, a least-squares slope feature, 1 vs 3 members. The spread of one
-configuration over seeds was ±0.006 in weighted F1, as large as most differences; single members
-scored 0.949-0.967, an RBF SVM 0.964 for reference. Kept: noise at 2x the quoted errors (0.962,
-mean of two seeds, vs 0.958 at 1x, 0.959 at 3x, 0.958 at 4x), no label smoothing, edge holding at
-p=0.3 (no measurable cost on full spectra, +0.004-0.008 on cut ones), 3 averaged members
-(0.9635 ± 0.003). That fixed protocol then scored the untouched 20 % once: weighted F1 0.970 (269
-spectra). The k-fold CV that ``run`` reports on all spectra uses the same protocol; since it
-includes the development 80 %, read it as slightly optimistic.
+as extra training samples, epochs, a least-squares slope feature, a 0.01 µm grid, 1 vs 3 members,
+separate noise streams per member. The spread of one configuration over seeds was ±0.006 in
+weighted F1, as large as most differences; single members scored 0.949-0.967, an RBF SVM 0.964 for
+reference. Kept: noise at 2x the quoted errors (0.962, mean of two seeds, vs 0.958 at 1x, 0.959 at
+3x, 0.958 at 4x), no label smoothing, edge holding at p=0.3 (no measurable cost on full spectra,
++0.004-0.008 on cut ones), 3 averaged members (0.9635 ± 0.003). That fixed protocol then scored the
+untouched 20 % once: weighted F1 0.970 (269 spectra). The k-fold CV that ``run`` reports on all
+spectra uses the same protocol; since it includes the development 80 %, read it as slightly
+optimistic.
 """
 
 from __future__ import annotations
@@ -326,7 +327,7 @@ def train_model(cfg: ModelConfig, x: np.ndarray, sigma: np.ndarray, group: np.nd
     y_group = np.eye(len(GROUP_NAMES), dtype=np.float32)[group[order]]
     y_bus = np.eye(len(BUS_CLASS_NAMES), dtype=np.float32)[bus[order]]
     targets = {}
-    for m in range(cfg.members):
+    for m in range(cfg.members):  # every member sees the same stream; they differ by initialisation
         targets[f"group_{m}"], targets[f"bus_{m}"] = y_group, y_bus
 
     tty = sys.stderr.isatty()
