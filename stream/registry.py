@@ -114,6 +114,7 @@ class LocalRegistry:
         meta = dict(metadata, task=task, version=version, sha256=sha256_hex(onnx))
         meta.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         tmp = Path(tempfile.mkdtemp(dir=task_dir, prefix=".publishing-"))
+        tmp.chmod(0o755)  # mkdtemp makes it 0700: workers running as another user must read versions
         (tmp / "model.onnx").write_bytes(onnx)
         (tmp / "metadata.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
         try:
