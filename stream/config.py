@@ -47,6 +47,3 @@ class Settings:
     toi_table: str | None = field(default_factory=lambda: _env("SKYSTREAM_TOI_TABLE"))
     artifacts: str = field(default_factory=lambda: _env("SKYSTREAM_ARTIFACTS", "var/artifacts"))
 
-
-def topic(key: str) -> str:
-    return TOPICS[key]

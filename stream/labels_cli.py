@@ -197,7 +197,7 @@ async def read_labels(broker: str, settings: Settings | None = None, idle_polls:
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from stream.broker import bootstrap_servers, client_kwargs
+    from stream.broker import bootstrap_servers, client_kwargs, read_to_end
 
     settings = settings or Settings()
     topic = TOPICS["labels"]
@@ -223,7 +223,7 @@ async def read_labels(broker: str, settings: Settings | None = None, idle_polls:
                 except schemas.SchemaError:
                     bad += 1
             idle = 0 if msgs else idle + 1
-            if await _at_end(consumer, parts):
+            if await read_to_end(consumer, parts):
                 break
             if idle >= idle_polls and any(consumer.highwater(tp) is None for tp in parts):
                 break  # no fetch answered with a watermark: nothing to read
@@ -233,15 +233,6 @@ async def read_labels(broker: str, settings: Settings | None = None, idle_polls:
     finally:
         await consumer.stop()
     return records, bad
-
-
-async def _at_end(consumer: Any, parts: list[Any]) -> bool:
-    """Whether every partition has been read up to the high watermark its last fetch reported."""
-    for tp in parts:
-        mark = consumer.highwater(tp)
-        if mark is None or await consumer.position(tp) < mark:
-            return False
-    return True
 
 
 def write_jsonl(records: Iterable[dict[str, Any]], out: TextIO) -> int:

@@ -39,7 +39,7 @@ async def rescore(settings: Settings, kinds: list[str], since_s: float | None = 
                   batch: int = 256) -> dict[str, int]:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-    from stream.broker import bootstrap_servers, client_kwargs
+    from stream.broker import bootstrap_servers, client_kwargs, read_to_end
     from stream.registry import open_registry
     from stream.scoring import Scorer
 
@@ -77,11 +77,7 @@ async def rescore(settings: Settings, kinds: list[str], since_s: float | None = 
                     msgs = [m for ms in got.values() for m in ms]
                     idle = 0 if msgs else idle + 1
                     if not msgs:
-                        # Done when every partition is read up to the high watermark its last fetch
-                        # reported (fetch answers are right where ListOffsets can be stale).
-                        marks = [consumer.highwater(tp) for tp in parts]
-                        positions = [await consumer.position(tp) for tp in parts]
-                        if all(h is not None and p >= h for h, p in zip(marks, positions, strict=True)):
+                        if await read_to_end(consumer, parts):
                             break
                         continue
                     records = []
