@@ -46,4 +46,3 @@ class Settings:
     ssl_cafile: str | None = field(default_factory=lambda: _env("SKYSTREAM_KAFKA_SSL_CAFILE"))
     toi_table: str | None = field(default_factory=lambda: _env("SKYSTREAM_TOI_TABLE"))
     artifacts: str = field(default_factory=lambda: _env("SKYSTREAM_ARTIFACTS", "var/artifacts"))
-
