@@ -57,6 +57,12 @@ class LocalStack:
             env["SKYSTREAM_REGISTRY"] = self.registry
         return env
 
+    @property
+    def broker_pid(self) -> int | None:
+        """The embedded broker's process id (None for an external broker)."""
+        proc = self._embedded.proc if self._embedded else None
+        return proc.pid if proc else None
+
     def settings(self) -> Settings:
         return Settings(broker=self.broker, state_dir=self.state_dir, partitions=self.partitions,
                         app_id=self.app_id, **({"registry": self.registry} if self.registry else {}))

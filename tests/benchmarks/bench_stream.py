@@ -1,12 +1,17 @@
-"""End-to-end throughput and latency of spectra through the embedded broker (a benchmark, not a test).
+"""End-to-end throughput and latency through the embedded broker (a benchmark, not a test).
 
     .venv/bin/python tests/benchmarks/bench_stream.py --files 5000 --workers 2
+    .venv/bin/python tests/benchmarks/bench_stream.py --kind lightcurve --files 60 --workers 2
 
-Inputs are the real SMASSII spectra, copied with a distinct trailing comment line so that every
-copy has its own content hash (the watcher publishes each content once). Workers are started and
-have joined their group before the watcher runs, so start-up is not counted. Prints spectra per
-second (watcher start to last prediction received), latency from the watcher seeing a file to the
-prediction arriving at a subscriber (p50/p99), and where the time goes (from the workers' metrics).
+Inputs are real files, copied so that every copy has its own content hash (the watcher publishes
+each content once): SMASSII spectra with a distinct trailing comment line, or the TESS light curves
+of ../shared/data/tess/lc with a distinct header card. Workers are started and have joined their
+group before the watcher runs, so start-up is not counted. Prints files per second (watcher start
+to last prediction received), latency from the watcher seeing a file to the prediction arriving at
+a subscriber (p50/p99), and where the time goes: CPU seconds per file of each process (workers
+with their process pools, watcher, broker; from /proc, so the figure holds on a busy machine,
+where the rate does not) and the workers' stage timings. The CPU sum bounds the rate on one
+machine: cores / (CPU per file).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import subprocess
 import sys
 import tarfile
@@ -31,6 +37,7 @@ from stream.localstack import LocalStack, collect  # noqa: E402
 from stream.registry import BUNDLED  # noqa: E402
 
 SMASS = ROOT.parent / "shared" / "data" / "smass2" / "smass2data.tar.gz"
+LIGHT_CURVES = ROOT.parent / "shared" / "data" / "tess" / "lc"
 
 
 def metric_sum(port: int, prefix: str) -> dict[str, float]:
@@ -41,6 +48,35 @@ def metric_sum(port: int, prefix: str) -> dict[str, float]:
             key, _, value = line.rpartition(" ")
             out[key] = out.get(key, 0.0) + float(value)
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a running process and its live descendants (a worker's light-curve
+    process pool), from Linux /proc."""
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, seconds)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # exited meanwhile
+            continue
+        stats[int(stat.parent.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [p for p, (pp, _) in stats.items() if pp == parent and p not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(stats[p][1] for p in tree if p in stats)
+
+
+def make_light_curves(dest: Path, n: int) -> None:
+    from astropy.io import fits
+
+    originals = sorted(LIGHT_CURVES.glob("*.fits"))
+    for i in range(n):
+        with fits.open(originals[i % len(originals)]) as hdul:
+            hdul[0].header["BENCHCPY"] = (i, "copy number (benchmark input)")
+            hdul.writeto(dest / f"copy{i:05d}_{originals[i % len(originals)].name}")
 
 
 def make_inputs(dest: Path, n: int) -> None:
@@ -57,18 +93,26 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=5000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--kind", choices=("spectrum", "lightcurve"), default="spectrum")
     args = ap.parse_args()
+    unit = "spectra" if args.kind == "spectrum" else "light curves"
+    task = "smass" if args.kind == "spectrum" else "tess"
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         inputs = tmp / "inputs"
         inputs.mkdir()
-        make_inputs(inputs, args.files)
+        (make_inputs if args.kind == "spectrum" else make_light_curves)(inputs, args.files)
         registry = os.environ.get("SKYSTREAM_REGISTRY") or str(BUNDLED)
         with LocalStack(state_dir=tmp / "state", registry=registry, partitions=args.partitions) as stack:
             for _ in range(args.workers):
                 stack.start_worker()
             stack.wait_ready()
+            pids = {f"worker {i}": w.pid for i, w in enumerate(stack.workers)}
+            if stack.broker_pid:
+                pids["broker (tansu)"] = stack.broker_pid
+            cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.time()
             watch = subprocess.Popen([sys.executable, "-m", "stream.cli", "watch", str(inputs), "--once",
                                       "--settle", "0", "--metrics-port", "0"], env=stack.env(),
@@ -77,6 +121,10 @@ def main() -> None:
                                       >= args.files, 600))
             watch.wait()
             watcher_s = time.time() - t0
+            cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
+            children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the watcher, now reaped
+            cpu["watcher (incl. interpreter start)"] = (children.ru_utime - children0.ru_utime
+                                                        + children.ru_stime - children0.ru_stime)
             stages = {}
             for p in stack.worker_metrics_ports:
                 for k, v in metric_sum(p, "skystream_stage_latency_seconds_").items():
@@ -89,17 +137,23 @@ def main() -> None:
     lat = np.array([out.received_at[p["prediction_id"]] - p["detected_at_ms"] / 1000 for p in preds.values()])
     print(f"files {args.files}, workers {args.workers}, partitions {args.partitions}")
     print(f"predictions {len(preds)} (messages {len(out.predictions)}), dead letters {len(out.rejected)}")
-    print(f"throughput: {len(preds) / (t_last - t0):.0f} spectra/s (watcher start to last prediction, "
+    print(f"throughput: {len(preds) / (t_last - t0):.1f} {unit}/s (watcher start to last prediction, "
           f"{t_last - t0:.2f} s; the watcher's own pass took {watcher_s:.2f} s incl. interpreter start)")
     print(f"latency file seen -> prediction at subscriber: p50 {np.percentile(lat, 50) * 1000:.0f} ms, "
           f"p99 {np.percentile(lat, 99) * 1000:.0f} ms")
+    print(f"CPU per file ({unit}), by process:")
+    for name, seconds in cpu.items():
+        print(f"  {name}: {seconds / args.files * 1000:.2f} ms")
+    total = sum(cpu.values()) / args.files
+    print(f"  total: {total * 1000:.2f} ms -> at most {os.cpu_count() / total:.1f} {unit}/s on this machine's "
+          f"{os.cpu_count()} cores with nothing else running")
     print("worker time per message (summed over workers):")
     for stage in ("preprocess", "score"):
         s = stages.get(f'skystream_stage_latency_seconds_sum{{stage="{stage}"}}', 0)
         n = stages.get(f'skystream_stage_latency_seconds_count{{stage="{stage}"}}', 1)
         print(f"  {stage}: {s / max(n, 1) * 1000:.3f} ms over {n:.0f} observations")
-    s = stages.get('skystream_inference_seconds_sum{task="smass"}', 0)
-    n = stages.get('skystream_inference_seconds_count{task="smass"}', 1)
+    s = stages.get(f'skystream_inference_seconds_sum{{task="{task}"}}', 0)
+    n = stages.get(f'skystream_inference_seconds_count{{task="{task}"}}', 1)
     print(f"  onnx inference: {s / max(n, 1) * 1000:.3f} ms per batch, {n:.0f} batches")
 
 
