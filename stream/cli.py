@@ -247,7 +247,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     asyncio.run(ensure_topics(broker, settings))
     port = metrics.serve(_metrics_port(args, settings))
     print(f"worker {os.getpid()}: broker {broker}, metrics on :{port}", file=sys.stderr, flush=True)
-    app = create_app(settings, broker, worker_name=f"worker-{os.getpid()}")
+    app = create_app(settings, broker, worker_name=f"worker-{os.getpid()}", loglevel=args.loglevel)
     Worker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
     return 0
 
