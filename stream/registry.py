@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -50,7 +51,93 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class LocalRegistry:
+def _next_history(history: list[str], version: str) -> list[str]:
+    return [v for v in history if v != version] + [version]
+
+
+def _created_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class _RegistryBase:
+    """What both registries read and decide the same way, over four storage primitives:
+    ``_read_json`` (a JSON document under the task, or None), ``_read_model``, ``versions``
+    and ``_update_champion`` (apply a change to the champion history, atomically)."""
+
+    uri: str
+
+    def _seed(self, task: str) -> None:
+        raise NotImplementedError
+
+    def _read_json(self, task: str, *parts: str) -> Any | None:
+        raise NotImplementedError
+
+    def _read_model(self, task: str, version: str) -> bytes:
+        raise NotImplementedError
+
+    def versions(self, task: str) -> list[str]:
+        raise NotImplementedError
+
+    def _update_champion(self, task: str, change: Callable[[list[str]], list[str]]) -> str:
+        raise NotImplementedError
+
+    # -- reading ---------------------------------------------------------------------------
+    def history(self, task: str) -> list[str]:
+        """Champions in the order they were promoted (the last is the champion)."""
+        self._seed(task)
+        found = self._read_json(task, "champion.json")
+        return list(found["history"]) if found else []
+
+    def champion(self, task: str) -> str:
+        self._seed(task)
+        found = self._read_json(task, "champion.json")
+        if found:
+            return str(found["version"])
+        versions = self.versions(task)
+        if not versions:
+            raise RegistryError(f"no model for task {task!r} in registry {self.uri}")
+        return versions[-1]
+
+    def metadata(self, task: str, version: str | None = None) -> dict[str, Any]:
+        version = version or self.champion(task)
+        found = self._read_json(task, version, "metadata.json")
+        if found is None:
+            raise RegistryError(f"{task} version {version} is not in registry {self.uri}")
+        return found
+
+    def load(self, task: str, version: str | None = None) -> ModelVersion:
+        """Load a version (default: the champion) and verify its checksum."""
+        version = version or self.champion(task)
+        meta = self.metadata(task, version)
+        onnx = self._read_model(task, version)
+        if sha256_hex(onnx) != meta.get("sha256"):
+            raise Rejected("checksum-mismatch", f"{task} v{version}: model.onnx does not match its sha256")
+        return ModelVersion(task, version, onnx, meta)
+
+    # -- champion --------------------------------------------------------------------------
+    def promote(self, task: str, version: str) -> None:
+        if version not in self.versions(task):
+            raise RegistryError(f"{task} has no version {version}; versions: {self.versions(task)}")
+        self._update_champion(task, lambda history: _next_history(history, version))
+
+    def rollback(self, task: str) -> str:
+        """Make the previous champion the champion again; return it."""
+
+        def back(history: list[str]) -> list[str]:
+            if len(history) < 2:
+                raise RegistryError(f"{task}: no earlier champion to roll back to")
+            return history[:-1]
+
+        return self._update_champion(task, back)
+
+    @staticmethod
+    def _new_metadata(task: str, version: str, onnx: bytes, metadata: dict[str, Any]) -> bytes:
+        meta = dict(metadata, task=task, version=version, sha256=sha256_hex(onnx))
+        meta.setdefault("created", _created_now())
+        return json.dumps(meta, indent=1, sort_keys=True).encode()
+
+
+class LocalRegistry(_RegistryBase):
     """A registry in a directory. Writes are atomic (temp dir + rename), so readers never see half a version."""
 
     def __init__(self, root: str | os.PathLike[str], seed_from: Path | None = BUNDLED) -> None:
@@ -58,7 +145,6 @@ class LocalRegistry:
         self.uri = str(self.root)
         self._seed_from = seed_from
 
-    # -- reading ---------------------------------------------------------------------------
     def tasks(self) -> list[str]:
         roots = [self.root] + ([self._seed_from] if self._seed_from else [])
         found = {p.name for r in roots if r.is_dir() for p in r.iterdir() if p.is_dir()}
@@ -71,39 +157,13 @@ class LocalRegistry:
             return []
         return sorted((p.name for p in d.iterdir() if p.is_dir() and p.name.isdigit()), key=int)
 
-    def history(self, task: str) -> list[str]:
-        """Champions in the order they were promoted (the last is the champion)."""
-        self._seed(task)
-        path = self.root / task / "champion.json"
-        return list(json.loads(path.read_text())["history"]) if path.exists() else []
+    def _read_json(self, task: str, *parts: str) -> Any | None:
+        path = self.root.joinpath(task, *parts)
+        return json.loads(path.read_text()) if path.exists() else None
 
-    def champion(self, task: str) -> str:
-        self._seed(task)
-        path = self.root / task / "champion.json"
-        if path.exists():
-            return json.loads(path.read_text())["version"]
-        versions = self.versions(task)
-        if not versions:
-            raise RegistryError(f"no model for task {task!r} in registry {self.uri}")
-        return versions[-1]
+    def _read_model(self, task: str, version: str) -> bytes:
+        return (self.root / task / version / "model.onnx").read_bytes()
 
-    def metadata(self, task: str, version: str | None = None) -> dict[str, Any]:
-        version = version or self.champion(task)
-        path = self.root / task / version / "metadata.json"
-        if not path.exists():
-            raise RegistryError(f"{task} version {version} is not in registry {self.uri}")
-        return json.loads(path.read_text())
-
-    def load(self, task: str, version: str | None = None) -> ModelVersion:
-        """Load a version (default: the champion) and verify its checksum."""
-        version = version or self.champion(task)
-        meta = self.metadata(task, version)
-        onnx = (self.root / task / version / "model.onnx").read_bytes()
-        if sha256_hex(onnx) != meta.get("sha256"):
-            raise Rejected("checksum-mismatch", f"{task} v{version}: model.onnx does not match its sha256")
-        return ModelVersion(task, version, onnx, meta)
-
-    # -- writing ---------------------------------------------------------------------------
     def publish(self, task: str, onnx: bytes, metadata: dict[str, Any], promote: bool = True) -> str:
         """Store a new immutable version; return its version string."""
         self._seed(task)
@@ -111,12 +171,10 @@ class LocalRegistry:
         task_dir.mkdir(parents=True, exist_ok=True)
         versions = self.versions(task)
         version = str(int(versions[-1]) + 1 if versions else 1)
-        meta = dict(metadata, task=task, version=version, sha256=sha256_hex(onnx))
-        meta.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         tmp = Path(tempfile.mkdtemp(dir=task_dir, prefix=".publishing-"))
         tmp.chmod(0o755)  # mkdtemp makes it 0700: workers running as another user must read versions
         (tmp / "model.onnx").write_bytes(onnx)
-        (tmp / "metadata.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+        (tmp / "metadata.json").write_bytes(self._new_metadata(task, version, onnx, metadata))
         try:
             tmp.rename(task_dir / version)  # atomic; fails if a concurrent publisher took the number
         except OSError as exc:
@@ -126,28 +184,14 @@ class LocalRegistry:
             self.promote(task, version)
         return version
 
-    def promote(self, task: str, version: str) -> None:
-        if version not in self.versions(task):
-            raise RegistryError(f"{task} has no version {version}; versions: {self.versions(task)}")
+    def _update_champion(self, task: str, change: Callable[[list[str]], list[str]]) -> str:
+        found = self._read_json(task, "champion.json")
+        history = change(list(found["history"]) if found else [])
         path = self.root / task / "champion.json"
-        history = json.loads(path.read_text())["history"] if path.exists() else []
-        history = [v for v in history if v != version] + [version]
-        self._write_json(path, {"version": version, "history": history})
-
-    def rollback(self, task: str) -> str:
-        """Make the previous champion the champion again; return it."""
-        path = self.root / task / "champion.json"
-        history = json.loads(path.read_text())["history"] if path.exists() else []
-        if len(history) < 2:
-            raise RegistryError(f"{task}: no earlier champion to roll back to")
-        self._write_json(path, {"version": history[-2], "history": history[:-1]})
-        return history[-2]
-
-    @staticmethod
-    def _write_json(path: Path, obj: Any) -> None:
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(obj, indent=1))
-        tmp.replace(path)
+        tmp.write_text(json.dumps({"version": history[-1], "history": history}, indent=1))
+        tmp.replace(path)  # atomic: readers see the old or the new champion, never half of one
+        return history[-1]
 
     def _seed(self, task: str) -> None:
         """Copy the bundled baseline of a task into an empty local registry."""
@@ -181,15 +225,7 @@ class Registry(Protocol):
     def rollback(self, task: str) -> str: ...
 
 
-def _next_history(history: list[str], version: str) -> list[str]:
-    return [v for v in history if v != version] + [version]
-
-
-def _created_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-class S3Registry:
+class S3Registry(_RegistryBase):
     """A registry under ``s3://bucket/prefix``, in LocalRegistry's layout.
 
     S3 has no rename, so immutability rests on S3 conditional writes: a version's ``model.onnx`` is
@@ -218,9 +254,21 @@ class S3Registry:
     def _uri(self, *parts: str) -> str:
         return f"s3://{self.bucket}/{self._key(*parts)}"
 
-    def _read_json(self, *parts: str) -> tuple[Any, str] | None:
+    def _read_json_with_etag(self, *parts: str) -> tuple[Any, str] | None:
         found = self._s3mod.read_with_etag(self._uri(*parts), s3=self._s3)
         return None if found is None else (json.loads(found[0]), found[1])
+
+    def _read_json(self, task: str, *parts: str) -> Any | None:
+        found = self._read_json_with_etag(task, *parts)
+        return None if found is None else found[0]
+
+    def _read_model(self, task: str, version: str) -> bytes:
+        try:
+            return self._s3mod.read_bytes(self._uri(task, version, "model.onnx"), s3=self._s3)
+        except Rejected as exc:
+            if exc.reason == "missing-object":
+                raise RegistryError(f"{task} v{version}: model.onnx is missing from {self.uri}") from None
+            raise
 
     def _listing(self, task: str) -> tuple[list[str], int]:
         """(complete versions in order, highest version number taken by any object)."""
@@ -236,7 +284,6 @@ class S3Registry:
                         complete.add(int(number))
         return [str(v) for v in sorted(complete)], taken
 
-    # -- reading ---------------------------------------------------------------------------
     def tasks(self) -> list[str]:
         base = self._key() + "/" if self.prefix else ""
         found: set[str] = set()
@@ -250,44 +297,6 @@ class S3Registry:
         self._seed(task)
         return self._listing(task)[0]
 
-    def history(self, task: str) -> list[str]:
-        """Champions in the order they were promoted (the last is the champion)."""
-        self._seed(task)
-        found = self._read_json(task, "champion.json")
-        return list(found[0]["history"]) if found else []
-
-    def champion(self, task: str) -> str:
-        self._seed(task)
-        found = self._read_json(task, "champion.json")
-        if found:
-            return str(found[0]["version"])
-        versions = self.versions(task)
-        if not versions:
-            raise RegistryError(f"no model for task {task!r} in registry {self.uri}")
-        return versions[-1]
-
-    def metadata(self, task: str, version: str | None = None) -> dict[str, Any]:
-        version = version or self.champion(task)
-        found = self._read_json(task, version, "metadata.json")
-        if found is None:
-            raise RegistryError(f"{task} version {version} is not in registry {self.uri}")
-        return found[0]
-
-    def load(self, task: str, version: str | None = None) -> ModelVersion:
-        """Load a version (default: the champion) and verify its checksum."""
-        version = version or self.champion(task)
-        meta = self.metadata(task, version)
-        try:
-            onnx = self._s3mod.read_bytes(self._uri(task, version, "model.onnx"), s3=self._s3)
-        except Rejected as exc:
-            if exc.reason == "missing-object":
-                raise RegistryError(f"{task} v{version}: model.onnx is missing from {self.uri}") from None
-            raise
-        if sha256_hex(onnx) != meta.get("sha256"):
-            raise Rejected("checksum-mismatch", f"{task} v{version}: model.onnx does not match its sha256")
-        return ModelVersion(task, version, onnx, meta)
-
-    # -- writing ---------------------------------------------------------------------------
     def publish(self, task: str, onnx: bytes, metadata: dict[str, Any], promote: bool = True) -> str:
         """Store a new immutable version; return its version string."""
         self._seed(task)
@@ -301,33 +310,16 @@ class S3Registry:
         else:
             raise RegistryError(f"could not find a free version number for {task} in {self.uri}")
         version = str(number)
-        meta = dict(metadata, task=task, version=version, sha256=sha256_hex(onnx))
-        meta.setdefault("created", _created_now())
-        body = json.dumps(meta, indent=1, sort_keys=True).encode()
-        self._put(self._uri(task, version, "metadata.json"), body, create_only=True, content_type="application/json")
+        self._put(self._uri(task, version, "metadata.json"), self._new_metadata(task, version, onnx, metadata),
+                  create_only=True, content_type="application/json")
         if promote:
             self.promote(task, version)
         return version
 
-    def promote(self, task: str, version: str) -> None:
-        if version not in self.versions(task):
-            raise RegistryError(f"{task} has no version {version}; versions: {self.versions(task)}")
-        self._update_champion(task, lambda history: _next_history(history, version))
-
-    def rollback(self, task: str) -> str:
-        """Make the previous champion the champion again; return it."""
-
-        def back(history: list[str]) -> list[str]:
-            if len(history) < 2:
-                raise RegistryError(f"{task}: no earlier champion to roll back to")
-            return history[:-1]
-
-        return self._update_champion(task, back)
-
-    def _update_champion(self, task: str, change: Any) -> str:
+    def _update_champion(self, task: str, change: Callable[[list[str]], list[str]]) -> str:
         uri = self._uri(task, "champion.json")
         for _attempt in range(10):
-            found = self._read_json(task, "champion.json")
+            found = self._read_json_with_etag(task, "champion.json")
             history = change(list(found[0]["history"]) if found else [])
             body = json.dumps({"version": history[-1], "history": history}, indent=1).encode()
             try:
