@@ -51,6 +51,32 @@ def test_survey_variants_go_through_the_serving_preprocessing():
 
 
 @pytest.mark.train
+def test_model_sees_band_shape_apart_from_slope_and_folds_bus_classes_into_main_groups():
+    """The fixed in-model maps: the continuum channel is blind to slope (a straight line gives zero),
+    and the served main-group probabilities are the mean of the main head and the Bus head summed
+    into main groups, so they still sum to one."""
+    pytest.importorskip("tensorflow", reason="the model needs the train extra (TensorFlow)")
+    import keras
+
+    data = smass.load_smass(require_data("smass2"), limit=20)
+    cfg = smass.ModelConfig(members=2, continuum=True, bus_vote=True)
+    train, serve = smass.build_model(cfg, data.features.shape[1])
+    grid = smass.spectra.WAVELENGTH_GRID_UM
+    line = (1.0 + 0.8 * (grid - 0.55)).astype(np.float32)[None, :]  # a pure red slope, no band
+    continuum = keras.Model(serve.inputs, serve.get_layer("continuum_removed").output)
+    assert np.abs(continuum.predict(line, verbose=0)).max() < 1e-5
+    residual = continuum.predict(data.features, verbose=0)
+    assert np.abs(residual).max() > 0.05  # real spectra keep their band shape
+
+    group, bus = serve.predict(data.features, verbose=0)
+    members = train.predict(data.features, verbose=0)
+    head = np.mean([members[f"group_{m}"] for m in range(cfg.members)], axis=0)
+    assert group == pytest.approx((head + bus @ smass.bus_to_group_matrix()) / 2, abs=1e-5)
+    assert group.sum(axis=1) == pytest.approx(1.0, abs=1e-5)
+    assert smass.bus_to_group_matrix().sum(axis=1).tolist() == [1.0] * len(smass.BUS_CLASS_NAMES)
+
+
+@pytest.mark.train
 def test_quick_training_run_exports_checks_and_publishes(tmp_path):
     pytest.importorskip("tensorflow", reason="training needs the train extra (TensorFlow)")
     pytest.importorskip("tf2onnx", reason="training needs the train extra (tf2onnx)")
