@@ -241,6 +241,45 @@ def _choose_flux_column(columns: list[str], flux_column: str | None) -> str:
     raise Rejected("missing-columns", f"no flux column ({', '.join(_AUTO_FLUX_COLUMNS)}) in the table")
 
 
+# Binary-table column formats (FITS standard 4.0, Table 18) that are plain big-endian numbers.
+_PLAIN_FORMATS = {"B": "u1", "I": ">i2", "J": ">i4", "K": ">i8", "E": ">f4", "D": ">f8"}
+
+
+def _column_names(header: fits.Header) -> list[str]:
+    """TTYPEn of a binary-table header, in order."""
+    return [str(header.get(f"TTYPE{i}", "")).strip() for i in range(1, int(header.get("TFIELDS", 0)) + 1)]
+
+
+def _table_rows(hdu: fits.BinTableHDU, data: bytes) -> np.ndarray | None:
+    """The rows of binary table ``hdu`` (read from ``data``): a record array viewed in place.
+
+    astropy has parsed the headers and located the table. A table whose columns are all single,
+    unscaled numbers (every TESS light curve) is one big-endian record array on disk, so it is
+    viewed as such from TFORMn: astropy's column machinery (ColDefs, FITS_rec) costs more than the
+    rest of the reading. Any other table goes through ``hdu.data``.
+    """
+    header = hdu.header
+    fields = []
+    for i, name in enumerate(_column_names(header), start=1):
+        code = str(header.get(f"TFORM{i}", "")).strip().upper()
+        code = code[1:] if code.startswith("1") else code
+        if code not in _PLAIN_FORMATS or f"TSCAL{i}" in header or f"TZERO{i}" in header:
+            return hdu.data
+        fields.append((name, _PLAIN_FORMATS[code]))
+    info = hdu.fileinfo()
+    try:
+        dtype = np.dtype(fields)
+    except (TypeError, ValueError):  # duplicate or empty column names
+        return hdu.data
+    rows, width = int(header.get("NAXIS2", 0)), int(header.get("NAXIS1", 0))
+    if info is None or dtype.itemsize != width:
+        return hdu.data
+    start = int(info["datLoc"])
+    if start + rows * width > len(data):
+        raise Rejected("truncated-fits", "the file ends before its light-curve table does (truncated)")
+    return np.frombuffer(data, dtype=dtype, count=rows, offset=start)
+
+
 def read_lightcurve(
     data: bytes,
     *,
@@ -262,15 +301,15 @@ def read_lightcurve(
             # astropy warns (rather than fails) on truncated files and bad headers: we judge ourselves.
             warnings.simplefilter("always")
             with fits.open(io.BytesIO(data), memmap=False, lazy_load_hdus=False) as hdul:
-                primary = hdul[0].header.copy()
+                primary = hdul[0].header  # parsed in memory (memmap=False): valid after closing
                 _check_complete(hdul, caught)
                 hdu = _lightcurve_hdu(hdul)
-                columns = list(hdu.columns.names)
+                columns = _column_names(hdu.header)
                 upper = [c.upper() for c in columns]
                 if "TIME" not in upper:
                     raise Rejected("missing-columns", "the light-curve table has no TIME column")
                 column = _choose_flux_column(columns, flux_column)
-                table = hdu.data
+                table = _table_rows(hdu, data)
                 _check_complete(hdul, caught)
                 if table is None or len(table) == 0:
                     raise Rejected("too-few-points", "the light-curve table is empty")

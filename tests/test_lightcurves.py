@@ -89,6 +89,23 @@ def test_qlp_layout_falls_back_to_kspsap_flux(spoc_bytes: bytes) -> None:
     assert lc.n_valid > 10_000
 
 
+def test_tables_with_scaled_or_vector_columns_read_the_same_light_curve(spoc_bytes: bytes) -> None:
+    """Plain tables are viewed in place; any other layout (here a scaled integer column, as
+    unsigned integers are stored, and a vector column) goes through astropy and reads the same."""
+
+    def add_columns(hdul: fits.HDUList) -> None:
+        n = len(hdul[1].data)
+        extra = [fits.Column(name="FLAGS16", format="I", bzero=32768, array=np.arange(n, dtype=np.uint16)),
+                 fits.Column(name="POS", format="2E", array=np.ones((n, 2), np.float32))]
+        hdul[1] = fits.BinTableHDU.from_columns(list(hdul[1].columns) + extra, header=hdul[1].header,
+                                                name="LIGHTCURVE")
+
+    plain, other = read_lightcurve(spoc_bytes), read_lightcurve(_rewrite(spoc_bytes, add_columns))
+    for name in ("time", "flux", "flux_err"):
+        assert np.array_equal(getattr(plain, name), getattr(other, name), equal_nan=True)
+    assert (plain.tic_id, plain.sector, plain.n_cadences) == (other.tic_id, other.sector, other.n_cadences)
+
+
 def test_sniffing_needs_only_the_head_of_a_file(spoc_bytes: bytes) -> None:
     for relative in (SPOC, ALERTS_HLSP):
         assert looks_like_lightcurve(require_data(relative).read_bytes()[:10_240])

@@ -3,6 +3,7 @@ light curves from ../shared/data/tess/lc (known planets and stars that are not T
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -134,6 +135,40 @@ def test_binned_median_interpolates_empty_bins() -> None:
     view = transits.binned_median(x, y, 10, 0.1, 0.0, 1.0)
     assert view[0] == 1.0 and view[-1] == 3.0
     assert np.all(np.diff(view) >= 0) and np.isfinite(view).all()
+
+
+def test_binned_median_is_the_median_of_each_overlapping_bin() -> None:
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(-0.5, 0.5, 3000), np.round(rng.normal(1.0, 0.01, 3000), 4)  # ties in y too
+    width, bins = 1.2 / 201, 201
+    view = transits.binned_median(x, y, bins, width, -0.5, 0.5)
+    lo = -0.5 + (1.0 - width) / (bins - 1) * np.arange(bins)
+    expected = [np.median(y[(x >= a) & (x < a + width)]) for a in lo]
+    assert np.array_equal(view, expected)
+
+
+def test_running_median_ignores_gaps_like_nanmedian() -> None:
+    lc = read_lightcurve(require_data(LC + WASP126[1]).read_bytes())
+    step = 30.0 / 1440.0
+    t, y, _ = transits.bin_means(lc.time, lc.flux, step)
+    trend = transits.running_median(t, y, 1.25, step)
+    half = int(round(1.25 / (2 * step)))
+    slot = np.rint((t - t[0]) / step).astype(int)
+    expected = [np.median(y[np.abs(slot - s) <= half]) for s in slot]
+    assert np.array_equal(trend, expected)
+
+
+@pytest.mark.parametrize("name", [WASP126[1], HD21749[1], HD21749[2], TOI216])
+def test_scanned_search_finds_what_the_full_grid_finds(name: str) -> None:
+    """The search computes its period grid in full only around the strongest peaks of a sparser
+    scan; on these real light curves that gives the full grid's signals."""
+    lc = read_lightcurve(require_data(LC + name).read_bytes())
+    scanned = transits.search(lc)
+    full = transits.search(lc, dataclasses.replace(transits.DEFAULT_CONFIG, scan_density=1.0))
+    assert scanned.config.scan_density < 1.0
+    for a, b in zip(scanned.signals, full.signals, strict=False):
+        assert a.period_days == pytest.approx(b.period_days, rel=1e-3)
+        assert a.epoch_btjd == pytest.approx(b.epoch_btjd, abs=0.02)
 
 
 # -- TOI matching ----------------------------------------------------------------------------------
