@@ -63,7 +63,7 @@ def test_our_views_match_yu2019_for_wasp126b() -> None:
 def _args(tmp_path: Path, **overrides) -> argparse.Namespace:
     args = dict(data=tess.DATA_DIR, registry=str(tmp_path / "registry"), bundled=False, no_publish=False,
                 epochs=2, batch_size=64, learning_rate=1e-3, seed=3, threads=2, limit=300, pc_weight=2.0,
-                report=tmp_path / "report.json")
+                ema_decay=0.999, flip_average=True, report=tmp_path / "report.json")
     args.update(overrides)
     return argparse.Namespace(**args)
 
@@ -80,7 +80,8 @@ def test_short_training_exports_checks_and_publishes(tmp_path: Path) -> None:
     assert meta["name"] == "tess-triage-cnn" and meta["classes"] == ["PC", "EB", "J"]
     assert meta["scalar_features"] == list(transit_model.SCALAR_FEATURES)
     assert [i["name"] for i in meta["io"]["inputs"]] == ["global_view", "local_view", "scalars"]
-    assert len(meta["data"]["sha256"]) == 64 and meta["temperature"] > 0
+    assert len(meta["data"]["sha256"]) == 64
+    assert meta["calibration"]["planet_temperature"] > 0 and meta["calibration"]["eb_junk_temperature"] > 0
     assert set(meta["drift_reference"]["features"]) == {"log10_period_days", "log10_depth_ppm", "duration_hours"}
     for key in ("triage_average_precision", "triage_accuracy", "vetting_average_precision"):
         assert 0.0 <= meta["metrics"]["val"][key] <= 1.0
