@@ -379,3 +379,26 @@ def publish_gated(registry_uri: str, task: str, onnx_bytes: bytes, metadata: Map
 
             logging.getLogger(__name__).warning("published %s v%s but could not announce it: %s", task, version, exc)
     return version
+
+
+def gate_and_publish(registry_uri: str, task: str, label: str, onnx_bytes: bytes, metadata: Mapping[str, Any],
+                     eval_set: EvalSet, metric_fn: MetricFn, primary: str, *, tolerance: float = 0.0,
+                     keep_refused: bool = False, publish: bool = True,
+                     log: Callable[[str], None] = print) -> tuple[GateDecision, str | None, str]:
+    """The retraining tail of every task: gate the candidate against the champion, print the table,
+    publish according to the decision (unless ``publish`` is false) and say what happened.
+    Returns (decision, version written or None, registry URI)."""
+    from stream.registry import open_registry
+
+    decision = gate(registry_uri, task, onnx_bytes, eval_set, metric_fn, primary, tolerance)
+    log(decision.table())
+    uri = open_registry(registry_uri).uri
+    if not publish:
+        return decision, None, uri
+    version = publish_gated(registry_uri, task, onnx_bytes, metadata, decision, keep_refused=keep_refused)
+    if version is None:
+        log(f"not published: the champion keeps serving ({uri})")
+    else:
+        log(f"published {label} as {task} v{version} in {uri}"
+            + ("" if decision.accepted else " unpromoted (refused by the gate, kept for inspection)"))
+    return decision, version, uri

@@ -810,22 +810,14 @@ def _publish_gated(args: argparse.Namespace, onnx_bytes: bytes, metadata: dict, 
     """--with-labels: score candidate and champion on the held-out set, publish only if not worse.
     Returns 0 when published (promoted), 3 when refused."""
     from stream.config import Settings
-    from stream.registry import open_registry
-    from training.gate import argmax_metrics, gate, publish_gated
+    from training.gate import argmax_metrics, gate_and_publish
 
     metadata["feedback"] = feedback.report
     metadata["training_data"]["held_out"] = eval_set.describe()
-    registry = args.registry or Settings().registry
-    decision = gate(registry, "smass", onnx_bytes, eval_set, argmax_metrics(OUTPUT_GROUP), "weighted_f1",
-                    args.gate_tolerance)
-    log(decision.table())
-    version = publish_gated(registry, "smass", onnx_bytes, metadata, decision, keep_refused=args.keep_refused)
-    uri = open_registry(registry).uri
-    if version is None:
-        log(f"not published: the champion keeps serving ({uri})")
-    else:
-        log(f"published smass v{version} ({MODEL_NAME}) to {uri}"
-            + ("" if decision.accepted else " unpromoted (refused by the gate, kept for inspection)"))
+    decision, version, uri = gate_and_publish(
+        args.registry or Settings().registry, "smass", MODEL_NAME, onnx_bytes, metadata, eval_set,
+        argmax_metrics(OUTPUT_GROUP), "weighted_f1", tolerance=args.gate_tolerance,
+        keep_refused=args.keep_refused, log=log)
     if args.out_metrics:
         from training.gate import gate_metadata
 

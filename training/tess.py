@@ -580,8 +580,7 @@ def _publish_gated(args: argparse.Namespace, onnx_bytes: bytes, metadata: dict[s
     """--with-labels: score candidate and champion on the relabelled val split; publish only if not worse.
     Returns 0 when published (or --no-publish), 3 when refused."""
     from stream.config import Settings
-    from stream.registry import open_registry
-    from training.gate import EvalSet, gate, publish_gated
+    from training.gate import EvalSet, gate_and_publish
 
     eval_set = EvalSet(
         result["x_val"], result["val_labels"], tuple(str(t) for t in result["val_tic_ids"]),
@@ -591,16 +590,8 @@ def _publish_gated(args: argparse.Namespace, onnx_bytes: bytes, metadata: dict[s
     metadata["metrics"]["gate_note"] = ("the gate's evaluation set is the val split, which also chose the "
                                         "weights and fitted the temperatures of the candidate: the candidate's "
                                         "score is optimistic, so the gate favours it slightly")
-    registry = args.registry or Settings().registry
-    decision = gate(registry, TASK, onnx_bytes, eval_set, gate_metrics, GATE_PRIMARY, args.gate_tolerance)
-    print(decision.table(), flush=True)
-    if args.no_publish:
-        return 0
-    version = publish_gated(registry, TASK, onnx_bytes, metadata, decision, keep_refused=args.keep_refused)
-    uri = open_registry(registry).uri
-    if version is None:
-        print(f"not published: the champion keeps serving ({uri})")
-    else:
-        print(f"published {MODEL_NAME} as {TASK} v{version} in {uri}"
-              + ("" if decision.accepted else " unpromoted (refused by the gate, kept for inspection)"))
-    return 0 if decision.accepted else 3
+    decision, _, _ = gate_and_publish(
+        args.registry or Settings().registry, TASK, MODEL_NAME, onnx_bytes, metadata, eval_set, gate_metrics,
+        GATE_PRIMARY, tolerance=args.gate_tolerance, keep_refused=args.keep_refused, publish=not args.no_publish,
+        log=lambda line: print(line, flush=True))
+    return 0 if decision.accepted or args.no_publish else 3
