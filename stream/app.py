@@ -188,11 +188,15 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
             MESSAGES_PROCESSED.labels(agent=agent, outcome=outcome)
 
     @app.task
-    async def load_models() -> None:
-        # The worker's logging setup leaves the root logger at DEBUG; the libraries' debug calls
-        # then build a record for every message sent (~6 % of a worker's CPU) only to drop it.
+    async def quiet_library_loggers() -> None:
+        # Runs after the worker has set up logging, which leaves the root logger at DEBUG: the
+        # libraries' debug calls then build a record for every message sent (~6 % of a worker's
+        # CPU) only to drop it.
         for name in ("faust", "aiokafka", "mode"):
             logging.getLogger(name).setLevel(loglevel.upper())
+
+    @app.task
+    async def load_models() -> None:
         # Load (and verify) the champions at start, so /metrics shows what serves before any input.
         for task in TASK_OF_KIND.values():
             try:
