@@ -757,9 +757,7 @@ def run(args: argparse.Namespace) -> int:
         mg = cv["main_group"]
         log(f"dev-split CV main-group weighted F1 {mg['weighted_f1_mean']:.4f} ± {mg['weighted_f1_std']:.4f} "
             f"(pooled {mg['weighted_f1_pooled']:.4f}); from the Bus head {mg['from_bus_head_accuracy']:.4f} accuracy")
-        if args.out_metrics:
-            args.out_metrics.parent.mkdir(parents=True, exist_ok=True)
-            args.out_metrics.write_text(json.dumps({"dev_split_cv": cv, "config": dataclasses.asdict(cfg)}, indent=1))
+        _write_metrics(args.out_metrics, {"dev_split_cv": cv, "config": dataclasses.asdict(cfg)})
         return 0
     smoothed = load_smass(args.data_dir, smoothed=True)
     variants = survey_variants(data, smoothed)
@@ -797,12 +795,17 @@ def run(args: argparse.Namespace) -> int:
     registry = BUNDLED if args.bundle else (args.registry or Settings().registry)
     uri, version = publish(registry, "smass", onnx_bytes, metadata, bundled=args.bundle)
     log(f"published smass v{version} ({MODEL_NAME}) to {uri} in {seconds:.0f} s")
-    if args.out_metrics:
-        args.out_metrics.parent.mkdir(parents=True, exist_ok=True)
-        args.out_metrics.write_text(json.dumps(
-            {"cv": cv, "onnx_vs_keras": check, "training_seconds": round(seconds, 1), "registry": uri,
-             "version": version, "config": dataclasses.asdict(cfg), "onnx_bytes": len(onnx_bytes)}, indent=1))
+    _write_metrics(args.out_metrics, {
+        "cv": cv, "onnx_vs_keras": check, "training_seconds": round(seconds, 1), "registry": uri,
+        "version": version, "config": dataclasses.asdict(cfg), "onnx_bytes": len(onnx_bytes)})
     return 0
+
+
+def _write_metrics(path: Path | None, report: dict) -> None:
+    """The run's report as JSON at ``--out-metrics`` (nothing without it)."""
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=1))
 
 
 def _publish_gated(args: argparse.Namespace, onnx_bytes: bytes, metadata: dict, feedback, eval_set, cv: dict | None,
@@ -810,7 +813,7 @@ def _publish_gated(args: argparse.Namespace, onnx_bytes: bytes, metadata: dict, 
     """--with-labels: score candidate and champion on the held-out set, publish only if not worse.
     Returns 0 when published (promoted), 3 when refused."""
     from stream.config import Settings
-    from training.gate import argmax_metrics, gate_and_publish
+    from training.gate import argmax_metrics, gate_and_publish, gate_metadata
 
     metadata["feedback"] = feedback.report
     metadata["training_data"]["held_out"] = eval_set.describe()
@@ -818,12 +821,8 @@ def _publish_gated(args: argparse.Namespace, onnx_bytes: bytes, metadata: dict, 
         args.registry or Settings().registry, "smass", MODEL_NAME, onnx_bytes, metadata, eval_set,
         argmax_metrics(OUTPUT_GROUP), "weighted_f1", tolerance=args.gate_tolerance,
         keep_refused=args.keep_refused, log=log)
-    if args.out_metrics:
-        from training.gate import gate_metadata
-
-        args.out_metrics.parent.mkdir(parents=True, exist_ok=True)
-        args.out_metrics.write_text(json.dumps(
-            {"cv": cv, "onnx_vs_keras": check, "training_seconds": round(seconds, 1), "registry": uri,
-             "version": version, "config": dataclasses.asdict(cfg), "onnx_bytes": len(onnx_bytes),
-             "gate": gate_metadata(decision), "feedback": feedback.report}, indent=1))
+    _write_metrics(args.out_metrics, {
+        "cv": cv, "onnx_vs_keras": check, "training_seconds": round(seconds, 1), "registry": uri,
+        "version": version, "config": dataclasses.asdict(cfg), "onnx_bytes": len(onnx_bytes),
+        "gate": gate_metadata(decision), "feedback": feedback.report})
     return 0 if decision.accepted else 3

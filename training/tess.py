@@ -433,9 +433,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     # PC logit is lowered by log(pc_weight) wherever probabilities are read (and in the export).
     sample_weight = np.where(y_train == LABELS["PC"], args.pc_weight, 1.0)
     offset = np.array([-np.log(args.pc_weight), 0.0, 0.0])
-    flip = getattr(args, "flip_average", True)
-    ema_decay = getattr(args, "ema_decay", 0.0)
-    ema = WeightAverage(model, ema_decay) if ema_decay > 0 else None
+    flip = args.flip_average
+    ema = WeightAverage(model, args.ema_decay) if args.ema_decay > 0 else None
     best: tuple[float, str, list[np.ndarray]] | None = None
     history = []
     # Stochastic weight averaging (Izmailov et al. 2018) over the second half of training: one
@@ -500,8 +499,7 @@ def run(args: argparse.Namespace) -> int:
         print("--with-labels gates against a registry's champion; it does not write the bundled baseline")
         return 2
     result = train(args)
-    flip = getattr(args, "flip_average", True)
-    model = serving_model(result["logit_model"], result["temperatures"], flip_average=flip)
+    model = serving_model(result["logit_model"], result["temperatures"], flip_average=args.flip_average)
     onnx_bytes = export_onnx(model, {"global_view": (None, GLOBAL_BINS, 1), "local_view": (None, LOCAL_BINS, 1),
                                      "scalars": (None, len(SCALAR_FEATURES))})
     check = compare_onnx_keras(model, onnx_bytes, result["x_val"])
@@ -545,8 +543,8 @@ def run(args: argparse.Namespace) -> int:
             "class_counts": result["class_counts"], "limit": args.limit,
             "augmentation": "time reversal, noise 0.03; local view stretch 0.8-1.2 and shift +-1.5 bins",
             "swa": "weights averaged over the second half of the epochs are candidates too",
-            "ema_decay": getattr(args, "ema_decay", 0.0),
-            "flip_average": flip,
+            "ema_decay": args.ema_decay,
+            "flip_average": args.flip_average,
             "history": result["history"],
         },
         "data": {"path": str(args.data), "sha256": data_hash(all_shards), "origin": DATA_ORIGIN,
