@@ -48,6 +48,23 @@ def test_survey_variants_go_through_the_serving_preprocessing():
         assert rejected.sum() <= (3 if name.startswith("cut_0.50") else 0), name
     s3os2 = variants["cut_0.49-0.92um (S3OS2 range)"]
     assert np.all(s3os2[:, :10] == s3os2[:, 10:11])  # 0.44-0.485 held at the 0.49 value
+    # The slope variants tilt the spectrum about 0.55 µm and nothing else.
+    grid = smass.spectra.WAVELENGTH_GRID_UM
+    ratio = np.median(variants["slope_+0.05_per_um"] / data.features, axis=0)
+    assert ratio == pytest.approx(1 + 0.05 * (grid - 0.55), abs=2e-3)
+
+
+def test_slope_jitter_tilts_each_training_spectrum_about_the_normalisation_point():
+    data = smass.load_smass(require_data("smass2"), limit=40)
+    cfg = smass.ModelConfig(noise=0.0, edge_cut_prob=0.0, slope_jitter=0.1)
+    out = smass.augment(data.features, np.zeros_like(data.features), np.random.default_rng(0), cfg)
+    grid = smass.spectra.WAVELENGTH_GRID_UM - 0.55
+    slopes = np.array([np.polyfit(grid, row, 1)[0] for row in out / data.features])
+    assert np.allclose(out / data.features, 1 + slopes[:, None] * grid, atol=1e-5)  # a pure tilt
+    assert np.all(np.abs(slopes) <= 0.1) and slopes.std() > 0.04  # drawn per spectrum within ±0.1 per µm
+    plain = smass.augment(data.features, np.zeros_like(data.features), np.random.default_rng(0),
+                          smass.ModelConfig(noise=0.0, edge_cut_prob=0.0))
+    assert np.array_equal(plain, data.features)  # off by default
 
 
 @pytest.mark.train

@@ -46,6 +46,31 @@ were wrong in all five runs compared (C/X 7, Cg/Xc/Xe 6, K/L/A taken for S 6, S-
 Other 6: boundary objects of the taxonomy), so averaging
 more or different members can only reach the few that flip between runs. The options stay available
 (``continuum``, ``bus_vote``, ``class_balance``, ``members``) for a further round.
+
+A third round (2026-11-22, same split and 4-fold CV, out-of-fold probabilities saved per seed) found
+the current protocol at a local optimum; every change lost, seeds 0 / 1:
+
+    protocol                                       seed 0   seed 1
+    current                                        0.9627   0.9588   (seed 2: 0.9645)
+    mixup, Beta(0.2, 0.2) / Beta(0.4, 0.4)         0.9414   0.9385   / 0.9292 (seed 0)
+    bus_loss_weight 1.0                            0.9570   0.9561
+    160 epochs                                     0.9572   0.9608
+    slope_jitter 0.05 / 0.10 per µm                0.9560   0.9597   / 0.9504  0.9496
+
+Other model families on the same folds do not add information: an RBF SVM on the grid (0.953) or
+on Bus's own parameters (slope plus 3-8 principal components of the slope-divided spectrum, fitted
+per training fold: SVM 0.915-0.937, gradient boosting 0.913-0.937, MLP 0.915-0.942) share most of
+their errors with the CNN, and no blend weight (0.2-0.5) beat the CNN alone by more than 0.001.
+The 53 development spectra misclassified at seed 0 or 1: 31 wrong at both, mostly near the main-group
+borders that cut through Bus's continuum (Sa|A, Sk|K, Sl|L, Sr|V, C|Xc, Cg|Xc): the Bus head often
+names the right neighbouring class while the main head splits ~50/50.
+
+Slope: the stream sees spectra from other surveys, whose slopes differ by a few %/µm. Tilting the
+out-of-fold spectra by ±0.05/µm costs ~0.035 F1 and ±0.10/µm ~0.09 (seeds 0/1: 0.926/0.921/0.922/
+0.932 and 0.865/0.871/0.868/0.871). Training with slope jitter buys back part of that (±0.10/µm:
+0.892-0.901) at 0.011 of F1 on unchanged spectra, because slope is what separates C from X in the
+labels: a tilted C is an X. It stays off; ``skystream train smass`` reports the ±0.05/µm case among
+``other_surveys_simulated``.
 """
 
 from __future__ import annotations
@@ -259,6 +284,7 @@ class ModelConfig:
     noise: float = 2.0  # × each spectrum's own error propagated to the grid, redrawn every epoch
     edge_cut_prob: float = 0.3  # fraction of samples whose ends are held flat, as for narrower spectra
     edge_cut_max: int = 10  # grid cells (0.05 µm) per end
+    slope_jitter: float = 0.0  # spectra multiplied by 1 + s·(λ - 0.55 µm), s ~ U(-a, a) per µm (0 = off)
 
 
 def build_model(cfg: ModelConfig, n_grid: int):
@@ -351,6 +377,9 @@ def augment(x: np.ndarray, sigma: np.ndarray, rng: np.random.Generator, cfg: Mod
     """One epoch's noisy copy of the training spectra (same row order)."""
     n, length = x.shape
     out = x + cfg.noise * sigma * rng.standard_normal((n, length))
+    if cfg.slope_jitter:
+        slope = rng.uniform(-cfg.slope_jitter, cfg.slope_jitter, (n, 1))
+        out = out * (1 + slope * (spectra.WAVELENGTH_GRID_UM[:length] - spectra.NORMALISATION_UM))
     if cfg.edge_cut_prob:
         # Hold the first/last k values flat, as stream.spectra does for a spectrum that stops short.
         left = np.where(rng.random(n) < cfg.edge_cut_prob, rng.integers(1, cfg.edge_cut_max + 1, n), 0)
@@ -456,11 +485,22 @@ def _gaia_like(spectrum: spectra.Spectrum) -> spectra.Spectrum:
     return spectra.Spectrum(centres, means, None, len(centres))
 
 
+def _tilted(spectrum: spectra.Spectrum, per_um: float) -> spectra.Spectrum:
+    """The spectrum times 1 + s·(λ - 0.55 µm): a slope calibration error, e.g. from another solar analog."""
+    factor = 1 + per_um * (spectrum.wavelength_um - spectra.NORMALISATION_UM)
+    error = spectrum.error * factor if spectrum.error is not None else None
+    return spectra.Spectrum(spectrum.wavelength_um, spectrum.reflectance * factor, error, spectrum.n_rows)
+
+
 SURVEY_VARIANTS = {
     "cut_0.49-0.92um (S3OS2 range)": lambda s: _cut(s, 0.49, 0.92),
     "cut_0.44-0.85um": lambda s: _cut(s, 0.44, 0.85),
     "cut_0.50-0.86um": lambda s: _cut(s, 0.50, 0.86),
     "gaia_like_11_bands": _gaia_like,
+    # Surveys differ in slope by a few %/µm (solar analogs, atmosphere); slope separates C from X
+    # and S from some Other classes, so these measure how much a slope error costs.
+    "slope_+0.05_per_um": lambda s: _tilted(s, 0.05),
+    "slope_-0.05_per_um": lambda s: _tilted(s, -0.05),
 }
 
 
