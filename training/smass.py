@@ -373,13 +373,18 @@ def grid_sigma(spectrum: spectra.Spectrum, values: np.ndarray) -> np.ndarray:
     return (values * np.interp(spectra.WAVELENGTH_GRID_UM, w, rel) / np.sqrt(per_cell)).astype(np.float32)
 
 
+def tilt(wavelength_um: np.ndarray, per_um: float | np.ndarray) -> np.ndarray:
+    """1 + s·(λ - 0.55 µm): multiplies a spectrum to change its slope by s per µm, keeping its normalisation."""
+    return 1 + per_um * (wavelength_um - spectra.NORMALISATION_UM)
+
+
 def augment(x: np.ndarray, sigma: np.ndarray, rng: np.random.Generator, cfg: ModelConfig) -> np.ndarray:
     """One epoch's noisy copy of the training spectra (same row order)."""
     n, length = x.shape
     out = x + cfg.noise * sigma * rng.standard_normal((n, length))
     if cfg.slope_jitter:
         slope = rng.uniform(-cfg.slope_jitter, cfg.slope_jitter, (n, 1))
-        out = out * (1 + slope * (spectra.WAVELENGTH_GRID_UM[:length] - spectra.NORMALISATION_UM))
+        out = out * tilt(spectra.WAVELENGTH_GRID_UM[:length], slope)
     if cfg.edge_cut_prob:
         # Hold the first/last k values flat, as stream.spectra does for a spectrum that stops short.
         left = np.where(rng.random(n) < cfg.edge_cut_prob, rng.integers(1, cfg.edge_cut_max + 1, n), 0)
@@ -486,8 +491,8 @@ def _gaia_like(spectrum: spectra.Spectrum) -> spectra.Spectrum:
 
 
 def _tilted(spectrum: spectra.Spectrum, per_um: float) -> spectra.Spectrum:
-    """The spectrum times 1 + s·(λ - 0.55 µm): a slope calibration error, e.g. from another solar analog."""
-    factor = 1 + per_um * (spectrum.wavelength_um - spectra.NORMALISATION_UM)
+    """The spectrum with a slope calibration error (e.g. from another solar analog)."""
+    factor = tilt(spectrum.wavelength_um, per_um)
     error = spectrum.error * factor if spectrum.error is not None else None
     return spectra.Spectrum(spectrum.wavelength_um, spectrum.reflectance * factor, error, spectrum.n_rows)
 
