@@ -248,16 +248,6 @@ def serving_model(logit_model: Any, temperatures: tuple[float, float], flip_aver
     return keras.Model(logit_model.inputs, probs, name="tess_triage_cnn")
 
 
-def predict_logits(model: Any, x: dict[str, np.ndarray], flip_average: bool) -> np.ndarray:
-    """What ``flip_averaged(model)`` computes, without building it (numpy reversal of the views)."""
-    z = model.predict(x, batch_size=512, verbose=0)
-    if flip_average:
-        rev = {"global_view": x["global_view"][:, ::-1], "local_view": x["local_view"][:, ::-1],
-               "scalars": x["scalars"]}
-        z = 0.5 * (z + model.predict(rev, batch_size=512, verbose=0))
-    return z
-
-
 # -- evaluation ----------------------------------------------------------------------------------
 def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
     edges = np.linspace(0, 1, bins + 1)
@@ -433,7 +423,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     # PC logit is lowered by log(pc_weight) wherever probabilities are read (and in the export).
     sample_weight = np.where(y_train == LABELS["PC"], args.pc_weight, 1.0)
     offset = np.array([-np.log(args.pc_weight), 0.0, 0.0])
-    flip = args.flip_average
+    # Logits as shipped: the flip-averaged wrapper shares the model's layers, so it reads whatever
+    # weights are set on the model.
+    reader = flip_averaged(model) if args.flip_average else model
     ema = WeightAverage(model, args.ema_decay) if args.ema_decay > 0 else None
     best: tuple[float, str, list[np.ndarray]] | None = None
     history = []
@@ -457,7 +449,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         for label, weights in candidates:
             model.set_weights(weights)
             # Judged as shipped: flip-averaged if so, calibrated with its own temperatures.
-            logits = predict_logits(model, x_val, flip) + offset
+            logits = reader.predict(x_val, batch_size=512, verbose=0) + offset
             m = metrics(calibrated_probabilities(logits, fit_temperatures(logits, y_val)), y_val)
             history.append({"weights": label, "loss": round(float(hist.history["loss"][-1]), 4),
                             **{k: round(m[k], 4) for k in _LOGGED}})
@@ -470,13 +462,14 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     model.set_weights(best[2])
     kernel, bias = model.get_layer("logits").get_weights()
     model.get_layer("logits").set_weights([kernel, bias + offset.astype(bias.dtype)])
-    val_logits = predict_logits(model, x_val, flip)
+    val_logits = reader.predict(x_val, batch_size=512, verbose=0)
     temperatures = fit_temperatures(val_logits, y_val)
     train_seconds = time.perf_counter() - t0
     val_uncal = metrics(calibrated_probabilities(val_logits), y_val)
     val_probs = calibrated_probabilities(val_logits, temperatures)
     val_metrics = metrics(val_probs, y_val)
-    train_metrics = metrics(calibrated_probabilities(predict_logits(model, x_train, flip), temperatures), y_train)
+    train_logits = reader.predict(x_train, batch_size=512, verbose=0)
+    train_metrics = metrics(calibrated_probabilities(train_logits, temperatures), y_train)
     return {
         "logit_model": model, "temperatures": temperatures, "best_epoch": best[1], "history": history,
         "val": val_metrics, "val_uncalibrated": val_uncal, "train_metrics": train_metrics,
