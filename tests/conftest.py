@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests import data_paths as a p
 
 from data_paths import require_data  # noqa: E402
 
-from stream.broker import EmbeddedBroker  # noqa: E402
+from stream.runtime.embedded_broker import EmbeddedBroker  # noqa: E402
 
 
 @pytest.fixture(scope="session")

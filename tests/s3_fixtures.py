@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import boto3
 import pytest
 
-from stream import s3
+from stream.ingest import s3
 
 FAKE_KEY_ID = "AKIAFAKETESTKEY12345"
 FAKE_SECRET = "fake-secret-do-not-log-8d1f0c"

@@ -11,8 +11,9 @@ import time
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from stream.broker import EmbeddedBroker, ensure_topics, free_port
-from stream.config import TOPICS, Settings
+from stream.runtime.embedded_broker import EmbeddedBroker, free_port
+from stream.runtime.kafka import ensure_topics
+from stream.settings import TOPICS, Settings
 
 
 def _topics(bootstrap: str) -> dict[str, int]:

@@ -181,13 +181,13 @@ def test_every_dashboard_query_parses(tmp_path: Path) -> None:
                     + "\n".join(f"{q['dashboard']} / {q['panel']}: {q['expr']}" for q in bad))
 
 
-# A process that exports every metric of the contract through the real stream.metrics objects (so
+# A process that exports every metric of the contract through the real stream.runtime.metrics objects (so
 # a renamed metric or label in the code fails here), with values that keep moving.
 EXPORTER = textwrap.dedent("""
     import itertools, sys, time
     import yaml
     from prometheus_client import Counter, Gauge, Histogram, Info
-    from stream import metrics
+    from stream.runtime import metrics
 
     contract = yaml.safe_load(open(sys.argv[1]))["metrics"]
     by_name = {}
@@ -198,7 +198,7 @@ EXPORTER = textwrap.dedent("""
             by_name[family.name + suffix] = obj
     missing = sorted(set(contract) - set(by_name))
     if missing:
-        sys.exit(f"stream.metrics does not export {missing}")
+        sys.exit(f"stream.runtime.metrics does not export {missing}")
     samples = {"source": "/data/incoming", "kind": "spectrum", "agent": "preprocess", "outcome": "ok",
                "stage": "preprocess", "reason": "empty-file", "task": "smass", "label": "S",
                "topic": "skystream.files", "partition": "0", "feature": "slope_per_um",
@@ -234,8 +234,8 @@ def test_every_dashboard_query_returns_data_from_prometheus(tmp_path: Path) -> N
     """Prometheus (Debian) scrapes the real metrics module; every panel query answers, with data,
     every rule evaluates, and the drift alerts fire on drifted gauges (alert `for:` set to 0s)."""
     tool("prometheus", "Debian: prometheus")
-    if importlib.util.find_spec("stream.metrics") is None:
-        pytest.skip("stream.metrics is not importable")
+    if importlib.util.find_spec("stream.runtime.metrics") is None:
+        pytest.skip("stream.runtime.metrics is not importable")
     port = local_prometheus.free_port()
     exporter = subprocess.Popen([sys.executable, "-c", EXPORTER, str(PROM / "metrics_contract.yml"), str(port)],
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

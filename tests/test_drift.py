@@ -3,7 +3,7 @@ running stream where Prometheus's drift alert fires for a shifted population and
 unshifted one.
 
 The populations are real SMASSII spectra. The shifted one is the same spectra as another survey
-would deliver them: cut to 0.49-0.92 µm (the S3OS2 range; stream.spectra accepts it, covering 90 % of
+would deliver them: cut to 0.49-0.92 µm (the S3OS2 range; stream.features.spectra accepts it, covering 90 % of
 the model grid), so only the data-quality figures and the blue end of the spectrum move.
 """
 
@@ -30,11 +30,12 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 import schemas
-from stream import drift, spectra
-from stream.drift import PREDICTED_CLASS, DriftMonitor, build_reference, psi
+from stream.devstack.localstack import LocalStack, collect
 from stream.errors import Rejected
-from stream.localstack import LocalStack, collect
-from stream.registry import BUNDLED
+from stream.features import spectra
+from stream.models.registry import BUNDLED
+from stream.scoring import drift
+from stream.scoring.drift import PREDICTED_CLASS, DriftMonitor, build_reference, psi
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIFT_RANGE_UM = (0.49, 0.92)

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 import schemas
-from stream.localstack import Collected, LocalStack, collect
-from stream.registry import BUNDLED
+from stream.devstack.localstack import Collected, LocalStack, collect
+from stream.models.registry import BUNDLED
 
 pytestmark = pytest.mark.slow
 

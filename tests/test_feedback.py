@@ -15,8 +15,8 @@ import pytest
 from data_paths import require_data
 
 import schemas
-from stream import labels_cli
-from stream.spectra import object_name
+from stream.cli import labels as labels_cli
+from stream.features.spectra import object_name
 from training import feedback
 
 TOI_CSV = "tess/catalogs/toi_2025-10-04.csv"

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from stream.registry import open_registry
+from stream.models.registry import open_registry
 from training import gate as g
 
 onnx = pytest.importorskip("onnx", reason="the gate tests build ONNX models with the onnx package (train extra)")

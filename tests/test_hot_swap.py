@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from helpers import wait_until
 
-from stream.config import Settings
-from stream.localstack import LocalStack, collect
-from stream.model_updates import announce_async
-from stream.registry import BUNDLED, LocalRegistry
+from stream.devstack.localstack import LocalStack, collect
+from stream.models.hot_swap import announce_async
+from stream.models.registry import BUNDLED, LocalRegistry
+from stream.settings import Settings
 
 pytestmark = pytest.mark.slow
 

@@ -15,13 +15,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from data_paths import require_data  # noqa: E402
 
 from stream.errors import Rejected  # noqa: E402
-from stream.lightcurves import (  # noqa: E402
+from stream.features.lightcurves import (  # noqa: E402
     DEFAULT_QUALITY_BITMASK,
     looks_like_lightcurve,
     read_lightcurve,
     stitch,
 )
-from stream.transits import lightcurve_features  # noqa: E402
+from stream.features.transits import lightcurve_features  # noqa: E402
 
 SPOC = "tess/lc/tic25155310_s06_lc.fits"
 ALERTS_HLSP = "tess/lc/hlsp_tess-data-alerts_tess_phot_00025155310-s01_tess_v1_lc.fits"

@@ -37,10 +37,11 @@ from helpers import load_module
 from prometheus_client.parser import text_string_to_metric_families
 
 import schemas
-from stream.broker import bootstrap_servers, free_port
-from stream.config import TOPICS
-from stream.localstack import LocalStack
-from stream.registry import BUNDLED
+from stream.devstack.localstack import LocalStack
+from stream.models.registry import BUNDLED
+from stream.runtime.embedded_broker import free_port
+from stream.runtime.kafka import bootstrap_servers
+from stream.settings import TOPICS
 
 pytestmark = pytest.mark.slow
 
@@ -331,7 +332,7 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 
 def test_dashboard_png_renders_the_main_panels(observed: ObservedRun) -> None:
-    from stream import dashboard_png
+    from stream.ops import dashboard_png
 
     out = observed.tmp / "dashboard.png"
     window = time.time() - observed.started + 30
@@ -355,7 +356,7 @@ def test_dashboard_png_command_filters_tasks(observed: ObservedRun, capsys: pyte
     """Through the command's own parser: a task with no data leaves its panels empty, the rest drawn."""
     import argparse
 
-    from stream import dashboard_png
+    from stream.ops import dashboard_png
 
     parser = argparse.ArgumentParser(prog="skystream")
     dashboard_png.register(parser.add_subparsers(dest="command"))
@@ -373,7 +374,7 @@ def test_dashboard_png_command_filters_tasks(observed: ObservedRun, capsys: pyte
 def test_dashboard_png_says_when_prometheus_is_unreachable(tmp_path: Path) -> None:
     import argparse
 
-    from stream import dashboard_png
+    from stream.ops import dashboard_png
 
     parser = argparse.ArgumentParser(prog="skystream")
     dashboard_png.register(parser.add_subparsers(dest="command"))

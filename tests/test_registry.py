@@ -12,9 +12,10 @@ import pytest
 from s3_fixtures import admin_client, make_bucket, moto_endpoint, s3_env  # noqa: F401 - pytest fixtures
 
 import schemas
-from stream import models_cli, s3
+from stream.cli import models as models_cli
 from stream.errors import Rejected
-from stream.registry import LocalRegistry, RegistryError, S3Registry, open_registry
+from stream.ingest import s3
+from stream.models.registry import LocalRegistry, RegistryError, S3Registry, open_registry
 
 
 def onnx_scaler(scale: float) -> bytes:
@@ -35,7 +36,7 @@ def onnx_scaler(scale: float) -> bytes:
 
 
 def scale_of(registry, task: str, version: str | None = None) -> float:  # noqa: ANN001
-    from stream.inference import OnnxModel
+    from stream.scoring.onnx_model import OnnxModel
 
     out = OnnxModel(registry.load(task, version)).run({"x": np.ones((1, 3), np.float32)})
     return float(out["y"][0, 0])
@@ -219,7 +220,7 @@ def test_models_commands(registry_uri, capsys, monkeypatch):
 
 
 def test_announce_is_a_no_op_without_a_broker(monkeypatch):
-    from stream.config import Settings
+    from stream.settings import Settings
 
     monkeypatch.delenv("SKYSTREAM_BROKER", raising=False)
     record = {"task": "smass", "version": "1", "action": "promote", "registry": "r", "sha256": "0" * 64, "at_ms": 1}

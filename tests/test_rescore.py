@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.localstack import LocalStack, collect
-from stream.registry import BUNDLED, LocalRegistry
+from stream.devstack.localstack import LocalStack, collect
+from stream.models.registry import BUNDLED, LocalRegistry
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from data_paths import require_data
 
-from stream.registry import LocalRegistry
+from stream.models.registry import LocalRegistry
 
 # A handful of curated Bus classes for objects that have SMASSII spectra: two reclassifications,
 # one confirmation, and one class the model cannot learn (ignored and counted).

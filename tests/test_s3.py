@@ -24,8 +24,8 @@ from s3_fixtures import (  # noqa: F401 - pytest fixtures
 )
 
 import schemas
-from stream import s3, storage
 from stream.errors import Rejected
+from stream.ingest import s3, storage
 
 # -- reading objects -----------------------------------------------------------------------------
 
@@ -206,7 +206,7 @@ def test_an_abandoned_scan_is_offered_again(s3_env, make_bucket, tmp_path):  # n
 def test_watcher_publishes_each_object_once_across_restarts(s3_env, make_bucket, tmp_path, tess_file):  # noqa: F811
     """The project's watcher over an S3 prefix: real light curves become file events, other objects
     dead letters, each exactly once; a restart publishes nothing again; a new object is published."""
-    from stream.watcher import Ledger, Watcher, ledger_path
+    from stream.ingest.watcher import Ledger, Watcher, ledger_path
 
     bucket = make_bucket()
     objects = _keys(300)
@@ -261,7 +261,7 @@ def test_dropped_connections_and_broken_bodies_are_retried(s3_env, make_bucket, 
             s3.reset_clients()
             assert storage.read_bytes(uri) == data
             assert proxy.connections >= 3
-        assert caplog.text.count("read broke mid-body") == 2  # the cut bodies, retried by stream.s3
+        assert caplog.text.count("read broke mid-body") == 2  # the cut bodies, retried by stream.ingest.s3
     finally:
         dropping.close()
         cutting.close()

@@ -10,8 +10,8 @@ import pytest
 from data_paths import require_data
 
 import schemas
-from stream import spectra
 from stream.errors import Rejected
+from stream.features import spectra
 
 GRID = spectra.WAVELENGTH_GRID_UM
 
@@ -262,8 +262,8 @@ def test_parse_is_linear_time_safe_on_a_big_table():
 # -- scoring with the shipped baseline model (onnxruntime only, no TensorFlow) ---------------------
 @pytest.fixture(scope="module")
 def bundled_model():
-    from stream.inference import OnnxModel
-    from stream.registry import BUNDLED, LocalRegistry
+    from stream.models.registry import BUNDLED, LocalRegistry
+    from stream.scoring.onnx_model import OnnxModel
 
     if not (BUNDLED / "smass" / "champion.json").exists():
         pytest.skip("no bundled smass model (run `skystream train smass --bundle`)")
@@ -287,7 +287,7 @@ def labelled_records(smass_files):
 
 
 def test_bundled_model_classifies_real_spectra(bundled_model, labelled_records):
-    from stream.spectrum_model import predict_spectra
+    from stream.scoring.spectrum_predictor import predict_spectra
 
     records, groups = labelled_records
     predictions = predict_spectra(bundled_model, records)
@@ -296,7 +296,7 @@ def test_bundled_model_classifies_real_spectra(bundled_model, labelled_records):
     assert all(p["model"] == "smass-cnn" and p["model_version"] == bundled_model.version for p in predictions)
     accuracy = np.mean([p["main_group"] == g for p, g in zip(predictions, groups, strict=True)])
     # The baseline was trained on these spectra (cross-validated accuracy is in its metadata): this
-    # checks that serving reproduces training, end to end through stream.spectra and onnxruntime.
+    # checks that serving reproduces training, end to end through stream.features.spectra and onnxruntime.
     assert accuracy >= 0.97
     p = predictions[0]
     assert p["object"] == "1" and p["main_group"] == "C"
@@ -305,7 +305,7 @@ def test_bundled_model_classifies_real_spectra(bundled_model, labelled_records):
 
 def test_bundled_model_on_narrower_coverage(bundled_model, labelled_records, smass_files):
     """SMASS spectra cut to 0.49-0.92 µm (the S3OS2 range) keep their class nearly always."""
-    from stream.spectrum_model import predict_spectra
+    from stream.scoring.spectrum_predictor import predict_spectra
 
     records, groups = labelled_records
     cut_records = []
@@ -319,7 +319,7 @@ def test_bundled_model_on_narrower_coverage(bundled_model, labelled_records, sma
 
 
 def test_batched_scoring_is_identical_to_one_at_a_time(bundled_model, labelled_records):
-    from stream.spectrum_model import predict_spectra
+    from stream.scoring.spectrum_predictor import predict_spectra
 
     records = labelled_records[0][:64]
     batched = predict_spectra(bundled_model, records)
@@ -331,7 +331,7 @@ def test_batched_scoring_is_identical_to_one_at_a_time(bundled_model, labelled_r
 
 
 def test_features_on_another_grid_are_refused(bundled_model, labelled_records):
-    from stream.spectrum_model import predict_spectra
+    from stream.scoring.spectrum_predictor import predict_spectra
 
     rec = labelled_records[0][0]
     shifted = dict(rec, wavelength_um=[w + 0.0025 for w in rec["wavelength_um"]])
@@ -344,7 +344,7 @@ def test_features_on_another_grid_are_refused(bundled_model, labelled_records):
 
 
 def test_preprocessing_still_matches_what_the_bundled_model_was_trained_on(bundled_model, smass_files):
-    """The smoke-test inputs stored with the model are stream.spectra features of real files: today's
+    """The smoke-test inputs stored with the model are stream.features.spectra features of real files: today's
     code must reproduce them, or the shipped model is being fed something it never saw."""
     ref = bundled_model.metadata["smoke_test"]
     assert bundled_model.metadata["preprocessing"] == spectra.PREPROCESSING_VERSION

@@ -16,8 +16,8 @@ import pytest
 from data_paths import require_data
 
 import schemas
-from stream.localstack import LocalStack, collect
-from stream.registry import BUNDLED
+from stream.devstack.localstack import LocalStack, collect
+from stream.models.registry import BUNDLED
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,8 @@ from data_paths import require_data
 
 import schemas
 from stream.errors import Rejected
-from stream.inference import OnnxModel
-from stream.registry import LocalRegistry
+from stream.models.registry import LocalRegistry
+from stream.scoring.onnx_model import OnnxModel
 from training import smass
 
 
@@ -125,9 +125,9 @@ def test_quick_training_run_exports_checks_and_publishes(tmp_path):
     assert meta["seeds"]["seed"] == 0 and meta["code"]["git"]
 
     # The published model serves: smoke test passes, and predictions are valid messages.
-    from stream.model_updates import smoke_test
-    from stream.spectra import spectrum_features
-    from stream.spectrum_model import predict_spectra
+    from stream.features.spectra import spectrum_features
+    from stream.models.hot_swap import smoke_test
+    from stream.scoring.spectrum_predictor import predict_spectra
 
     model = OnnxModel(mv)
     smoke_test(model)

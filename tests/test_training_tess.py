@@ -24,10 +24,11 @@ pytestmark = pytest.mark.train
 tf = pytest.importorskip("tensorflow", reason="training tests need the training extra (pip install -e '.[train]')")
 
 import schemas  # noqa: E402
-from stream import transit_model, transits  # noqa: E402
-from stream.inference import OnnxModel  # noqa: E402
-from stream.lightcurves import read_lightcurve  # noqa: E402
-from stream.registry import BUNDLED, LocalRegistry  # noqa: E402
+from stream.features import transits  # noqa: E402
+from stream.features.lightcurves import read_lightcurve  # noqa: E402
+from stream.models.registry import BUNDLED, LocalRegistry  # noqa: E402
+from stream.scoring import transit_predictor as transit_model  # noqa: E402
+from stream.scoring.onnx_model import OnnxModel  # noqa: E402
 from training import tess  # noqa: E402
 
 WASP126_S1 = "tess/lc/hlsp_tess-data-alerts_tess_phot_00025155310-s01_tess_v1_lc.fits"

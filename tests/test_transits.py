@@ -14,11 +14,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from data_paths import require_data  # noqa: E402
 
 import schemas  # noqa: E402
-from stream import figures, transit_model, transits  # noqa: E402
-from stream.inference import OnnxModel  # noqa: E402
-from stream.lightcurves import read_lightcurve, stitch  # noqa: E402
-from stream.registry import BUNDLED, LocalRegistry  # noqa: E402
-from stream.toi import TOICatalog  # noqa: E402
+from stream.alerts import figures  # noqa: E402
+from stream.features import transits  # noqa: E402
+from stream.features.lightcurves import read_lightcurve, stitch  # noqa: E402
+from stream.models.registry import BUNDLED, LocalRegistry  # noqa: E402
+from stream.scoring import transit_predictor as transit_model  # noqa: E402
+from stream.scoring.onnx_model import OnnxModel  # noqa: E402
+from stream.scoring.toi import TOICatalog  # noqa: E402
 
 LC = "tess/lc/"
 WASP126 = ["hlsp_tess-data-alerts_tess_phot_00025155310-s01_tess_v1_lc.fits", "tic25155310_s06_lc.fits"]

@@ -12,10 +12,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 import schemas
-from stream.broker import ensure_topics
-from stream.config import TOPICS, Settings
-from stream.sources import DirectorySource
-from stream.watcher import Ledger, Watcher, ledger_path
+from stream.ingest.sources import DirectorySource
+from stream.ingest.watcher import Ledger, Watcher, ledger_path
+from stream.runtime.kafka import ensure_topics
+from stream.settings import TOPICS, Settings
 
 
 async def _poll(broker: str, directory: Path, state: Path, settle: float = 0.0) -> tuple[int, int]:

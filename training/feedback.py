@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 import schemas
-from stream.labels_cli import SMASS_TASK, TESS_TASK, latest_labels
-from stream.toi import PERIOD_TOLERANCE
+from stream.cli.labels import SMASS_TASK, TESS_TASK, latest_labels
+from stream.scoring.toi import PERIOD_TOLERANCE
 
 __all__ = ["PERIOD_TOLERANCE", "Merged", "dedup_labels", "labels_sha256", "load_labels", "merge_smass",
            "merge_tess", "read_jsonl"]
@@ -99,7 +99,7 @@ def load_labels(source: str | Path | None = None, task: str | None = None, *,
     """
     import asyncio
 
-    from stream.config import Settings
+    from stream.settings import Settings
 
     settings = Settings()
     source = source if source is not None else settings.broker
@@ -108,7 +108,7 @@ def load_labels(source: str | Path | None = None, task: str | None = None, *,
     if Path(source).exists():
         records = read_jsonl(source)
     elif _BROKER.fullmatch(str(source)):
-        from stream.labels_cli import read_labels
+        from stream.cli.labels import read_labels
 
         records, _bad = asyncio.run(read_labels(str(source), settings))
     else:
@@ -191,7 +191,7 @@ def merge_tess(labels: Iterable[Mapping[str, Any]], examples: Mapping[str, np.nd
     ``classes``, default stream.transit_model.CLASSES) are rewritten; every other column is shared.
     """
     if classes is None:
-        from stream.transit_model import CLASSES as classes  # the model's class order
+        from stream.scoring.transit_predictor import CLASSES as classes  # the model's class order
     tics = np.asarray(examples[tic_key]).astype(np.int64)
     periods = np.asarray(examples[period_key], dtype=np.float64)
     old = np.asarray(examples[label_key]).astype(str)

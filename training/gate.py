@@ -116,8 +116,8 @@ def make_eval_set(inputs: Mapping[str, np.ndarray], labels: np.ndarray, ids: Seq
 def evaluate_onnx(onnx_bytes: bytes, inputs: Mapping[str, np.ndarray], batch_size: int = 1024,
                   threads: int = 1) -> dict[str, np.ndarray]:
     """Every output of an ONNX model on ``inputs`` (fed as float32, in batches), by output name."""
-    from stream.inference import OnnxModel
-    from stream.registry import ModelVersion
+    from stream.models.registry import ModelVersion
+    from stream.scoring.onnx_model import OnnxModel
 
     model = OnnxModel(ModelVersion("gate", "eval", onnx_bytes, {}), threads=threads)
     missing = set(model.input_names) - set(inputs)
@@ -169,7 +169,7 @@ class GateDecision:
 
     def table(self) -> str:
         """Both models' metrics side by side, the rule, and the decision."""
-        from stream.models_cli import table
+        from stream.cli.models import table
 
         champ = self.champion_metrics or {}
         names = [self.primary] + sorted((set(self.candidate_metrics) | set(champ)) - {self.primary})
@@ -257,7 +257,7 @@ def gate(registry_uri: str, task: str, candidate_onnx: bytes, eval_set: EvalSet,
     ``metric_fn(outputs_by_name, labels) -> {metric: value}`` is called once per model (and per
     bootstrap draw with ``bootstrap`` > 0, which only adds an informative interval to the table).
     """
-    from stream.registry import RegistryError, open_registry
+    from stream.models.registry import RegistryError, open_registry
 
     try:
         cand_out = evaluate_onnx(candidate_onnx, eval_set.inputs)
@@ -342,7 +342,7 @@ def publish_gated(registry_uri: str, task: str, onnx_bytes: bytes, metadata: Map
     against another model). Refused: not published (None), or with ``keep_refused`` stored as an
     unpromoted version for inspection. Returns the version written, or None.
     """
-    from stream.registry import RegistryError, open_registry
+    from stream.models.registry import RegistryError, open_registry
 
     registry = open_registry(registry_uri)
     meta = dict(metadata, gate=gate_metadata(decision))
@@ -368,9 +368,9 @@ def publish_gated(registry_uri: str, task: str, onnx_bytes: bytes, metadata: Map
         return None
     version = registry.publish(task, onnx_bytes, meta, promote=promote)
     if promote and announce:
-        from stream.config import Settings
-        from stream.models_cli import announce as send
-        from stream.models_cli import model_update
+        from stream.cli.models import announce as send
+        from stream.cli.models import model_update
+        from stream.settings import Settings
 
         try:
             send(Settings(), model_update(registry, task, version, "promote"))
@@ -388,7 +388,7 @@ def gate_and_publish(registry_uri: str, task: str, label: str, onnx_bytes: bytes
     """The retraining tail of every task: gate the candidate against the champion, print the table,
     publish according to the decision (unless ``publish`` is false) and say what happened.
     Returns (decision, version written or None, registry URI)."""
-    from stream.registry import open_registry
+    from stream.models.registry import open_registry
 
     decision = gate(registry_uri, task, onnx_bytes, eval_set, metric_fn, primary, tolerance)
     log(decision.table())

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.registry import LocalRegistry, open_registry
+from stream.models.registry import LocalRegistry, open_registry
 
 OPSET = 17
 REPO_ROOT = Path(__file__).resolve().parents[1]

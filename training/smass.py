@@ -2,7 +2,7 @@
 
 Data: SMASSII visible spectra (Bus & Binzel 2002, smass.mit.edu/smass.html: ``smass2data.tar.gz`` and
 ``Bus.Taxonomy.txt``), read from ``../shared/data/smass2`` by default. Features come from
-stream.spectra, the same code the stream runs. All 1,341 spectra have a Bus class (none is Q or
+stream.features.spectra, the same code the stream runs. All 1,341 spectra have a Bus class (none is Q or
 unclassified; such objects would be skipped and counted).
 
 Model: a functional Keras model holding ``members`` small 1D CNNs (input: normalised reflectance on
@@ -89,8 +89,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stream import spectra
 from stream.errors import Rejected
+from stream.features import spectra
 
 ORIGIN = "http://smass.mit.edu/smass.html (Bus & Binzel 2002, Icarus 158, 146): smass2data.tar.gz, Bus.Taxonomy.txt"
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "smass2"
@@ -188,7 +188,7 @@ def iter_tar_spectra(tar_path: Path, smoothed: bool = False):
 
 def load_smass(data_dir: Path = DEFAULT_DATA, smoothed: bool = False, limit: int | None = None,
                classes: Mapping[str, str] | None = None) -> SmassData:
-    """Every labelled SMASSII spectrum through stream.spectra, with its Bus class and main group.
+    """Every labelled SMASSII spectrum through stream.features.spectra, with its Bus class and main group.
 
     ``limit`` keeps a class-stratified subset (for quick runs). ``smoothed`` reads the .spfit files.
     ``classes`` (object -> Bus class, e.g. training.feedback.merge_smass(...).data) replaces the
@@ -386,7 +386,7 @@ def augment(x: np.ndarray, sigma: np.ndarray, rng: np.random.Generator, cfg: Mod
         slope = rng.uniform(-cfg.slope_jitter, cfg.slope_jitter, (n, 1))
         out = out * tilt(spectra.WAVELENGTH_GRID_UM[:length], slope)
     if cfg.edge_cut_prob:
-        # Hold the first/last k values flat, as stream.spectra does for a spectrum that stops short.
+        # Hold the first/last k values flat, as stream.features.spectra does for a spectrum that stops short.
         left = np.where(rng.random(n) < cfg.edge_cut_prob, rng.integers(1, cfg.edge_cut_max + 1, n), 0)
         right = np.where(rng.random(n) < cfg.edge_cut_prob, rng.integers(1, cfg.edge_cut_max + 1, n), 0)
         idx = np.clip(np.arange(length)[None, :], left[:, None], length - 1 - right[:, None])
@@ -627,7 +627,7 @@ def _file_sha256(*paths: Path) -> dict[str, str]:
 
 def build_metadata(data: SmassData, cfg: ModelConfig, args: argparse.Namespace, onnx_bytes: bytes,
                    cv: dict | None, check: dict, train_pred: np.ndarray, seconds: float) -> dict:
-    from stream.drift import build_reference
+    from stream.scoring.drift import build_reference
     from training.keras_export import code_version, library_versions, onnx_io
 
     io = onnx_io(onnx_bytes)
@@ -636,7 +636,7 @@ def build_metadata(data: SmassData, cfg: ModelConfig, args: argparse.Namespace, 
     records = [{"wavelength_um": grid, "reflectance": row.tolist(), "quality": q}
                for row, q in zip(data.features, data.quality, strict=True)]
     # A few real spectra (one or two per main group) with their ONNX outputs: workers re-run them
-    # before serving a new version (stream/model_updates.py).
+    # before serving a new version (stream/models/hot_swap.py).
     smoke_idx = np.concatenate([np.flatnonzero(data.group == i)[:2] for i in range(len(GROUP_NAMES))])
     import onnxruntime as ort
 
@@ -711,7 +711,7 @@ def override_config(cfg: ModelConfig, items: list[str]) -> ModelConfig:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from stream.config import Settings
+    from stream.settings import Settings
 
     defaults = ModelConfig()
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA,
@@ -745,8 +745,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stream.config import Settings
-    from stream.registry import BUNDLED
+    from stream.models.registry import BUNDLED
+    from stream.settings import Settings
     from training.keras_export import compare_onnx_keras, export_onnx, publish
 
     def log(msg: str) -> None:
@@ -857,7 +857,7 @@ def _publish_gated(args: argparse.Namespace, onnx_bytes: bytes, metadata: dict, 
                    check: dict, cfg: ModelConfig, seconds: float, log) -> int:
     """--with-labels: score candidate and champion on the held-out set, publish only if not worse.
     Returns 0 when published (promoted), 3 when refused."""
-    from stream.config import Settings
+    from stream.settings import Settings
     from training.gate import argmax_metrics, gate_and_publish, gate_metadata
 
     metadata["feedback"] = feedback.report

@@ -3,7 +3,7 @@
 Data: ../shared/data/tess/yu2019 (TFRecords; origin: the public Astronet-Triage repository,
 yuliang419/Astronet-Triage, ``tfrecord/``): 14,858 threshold-crossing events of TESS sectors 1-5,
 each with a 201-bin global and 61-bin local view in the Astronet-Triage convention (the same one
-stream/transits.py produces), its BLS period, duration and depth, and a disposition: PC (planet
+stream/features/transits.py produces), its BLS period, duration and depth, and a disposition: PC (planet
 candidate), EB (eclipsing binary), J (junk), O (other: 3 events, left out).
 
 Model: AstroNet-style two-branch 1D CNN (Shallue & Vanderburg 2018; Yu et al. 2019), Keras
@@ -58,8 +58,8 @@ from typing import Any
 
 import numpy as np
 
-from stream.transit_model import CLASSES, MODEL_NAME, SCALAR_FEATURES, scalar_features
-from stream.transits import GLOBAL_BINS, LOCAL_BINS, normalise_view
+from stream.features.transits import GLOBAL_BINS, LOCAL_BINS, normalise_view
+from stream.scoring.transit_predictor import CLASSES, MODEL_NAME, SCALAR_FEATURES, scalar_features
 
 log = logging.getLogger(__name__)
 
@@ -334,14 +334,14 @@ def gate_metrics(outputs: dict[str, np.ndarray], labels: np.ndarray) -> dict[str
 
 # -- drift reference -----------------------------------------------------------------------------
 def drift_reference(train: dict[str, np.ndarray], val_probs: np.ndarray) -> dict[str, Any]:
-    """PSI reference (stream.drift format) from the training signals and the val predictions.
+    """PSI reference (stream.scoring.drift format) from the training signals and the val predictions.
 
     Only the features whose meaning is the same for the training signals (QLP's BLS on 30-min
     light curves) and the stream's (our BLS on SPOC light curves) are kept: period, depth and
     duration. SNR definitions and light-curve quality differ between the two, so they would
     report drift that is not there.
     """
-    from stream.drift import build_reference
+    from stream.scoring.drift import build_reference
 
     records = [{
         "quality": {"robust_rms_ppm": 0.0, "n_valid": 1, "n_cadences": 1},
@@ -482,9 +482,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stream.config import Settings
-    from stream.model_updates import make_smoke_test
-    from stream.transits import DEFAULT_CONFIG
+    from stream.features.transits import DEFAULT_CONFIG
+    from stream.models.hot_swap import make_smoke_test
+    from stream.settings import Settings
     from training.keras_export import code_version, compare_onnx_keras, export_onnx, library_versions, onnx_io, publish
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -498,7 +498,7 @@ def run(args: argparse.Namespace) -> int:
     check = compare_onnx_keras(model, onnx_bytes, result["x_val"])
     if check["max_abs_diff"] > 1e-4:
         raise SystemExit(f"ONNX and Keras disagree: max |diff| {check['max_abs_diff']:.2e}")
-    # Reference inputs and outputs a worker checks before serving this version (stream.model_updates):
+    # Reference inputs and outputs a worker checks before serving this version (stream.models.hot_swap):
     # two val events of each class.
     labels = result["val_labels"]
     pick = np.concatenate([np.flatnonzero(labels == k)[:2] for k in range(len(CLASSES))])
@@ -570,7 +570,7 @@ def _publish_gated(args: argparse.Namespace, onnx_bytes: bytes, metadata: dict[s
                    result: dict[str, Any]) -> int:
     """--with-labels: score candidate and champion on the relabelled val split; publish only if not worse.
     Returns 0 when published (or --no-publish), 3 when refused."""
-    from stream.config import Settings
+    from stream.settings import Settings
     from training.gate import EvalSet, gate_and_publish
 
     eval_set = EvalSet(

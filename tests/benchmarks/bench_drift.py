@@ -4,7 +4,7 @@ population by window fill, and the PSI each kind of shift produces.
     python tests/benchmarks/bench_drift.py [--registry DIR] [--trials 200]
 
 Uses the serving model's drift reference (default: the bundled registry's SMASS champion) and the
-same code path as a worker: stream.spectra features, an Avro round trip, the model's predictions,
+same code path as a worker: stream.features.spectra features, an Avro round trip, the model's predictions,
 stream.drift.DriftMonitor. Prints numbers; asserts nothing.
 """
 
@@ -25,10 +25,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import schemas  # noqa: E402
-from stream import drift, spectra  # noqa: E402
 from stream.errors import Rejected  # noqa: E402
-from stream.registry import BUNDLED, LocalRegistry  # noqa: E402
-from stream.scoring import Scorer  # noqa: E402
+from stream.features import spectra  # noqa: E402
+from stream.models.registry import BUNDLED, LocalRegistry  # noqa: E402
+from stream.scoring import drift  # noqa: E402
+from stream.scoring.scorer import Scorer  # noqa: E402
 
 ARCHIVE = ROOT.parent / "shared" / "data" / "smass2" / "smass2data.tar.gz"
 

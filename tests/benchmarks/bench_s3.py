@@ -31,8 +31,8 @@ def main() -> None:
     from moto.server import ThreadedMotoServer
     from s3_fixtures import FAKE_KEY_ID, FAKE_SECRET, admin_client, seed_objects
 
-    from stream import s3, storage
-    from stream.registry import S3Registry
+    from stream.ingest import s3, storage
+    from stream.models.registry import S3Registry
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -52,7 +52,7 @@ def main() -> None:
 
     body = urllib.request.urlopen(f"{endpoint}/bench?list-type=2&prefix=in/&max-keys=1000").read()
     shape = admin.meta.service_model.operation_model("ListObjectsV2").output_shape
-    for label, defaults in (("botocore default", {}), ("stream.s3 client", {"timestamp_parser": s3._timestamp})):
+    for label, defaults in (("botocore default", {}), ("stream.ingest.s3 client", {"timestamp_parser": s3._timestamp})):
         factory = ResponseParserFactory()
         factory.set_parser_defaults(**defaults)
         parser = factory.create_parser("rest-xml")

@@ -21,8 +21,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from stream import spectra  # noqa: E402
-from stream.registry import BUNDLED, LocalRegistry  # noqa: E402
+from stream.features import spectra  # noqa: E402
+from stream.models.registry import BUNDLED, LocalRegistry  # noqa: E402
 
 ARCHIVE = ROOT.parent / "shared" / "data" / "smass2" / "smass2data.tar.gz"
 
@@ -65,8 +65,8 @@ def main() -> None:
         print(f"{label:36s} median {med * 1e3:7.3f} ms  p99 {p99 * 1e3:7.3f} ms")
 
     if (BUNDLED / "smass" / "champion.json").exists():
-        from stream.inference import OnnxModel
-        from stream.spectrum_model import predict_spectra
+        from stream.scoring.onnx_model import OnnxModel
+        from stream.scoring.spectrum_predictor import predict_spectra
 
         model = OnnxModel(LocalRegistry(BUNDLED, seed_from=None).load("smass"))
         records = [spectra.spectrum_features(d, uri=n, file_id=n, detected_at_ms=0) for n, d in files]

@@ -33,8 +33,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from stream.localstack import LocalStack, collect  # noqa: E402
-from stream.registry import BUNDLED  # noqa: E402
+from stream.devstack.localstack import LocalStack, collect  # noqa: E402
+from stream.models.registry import BUNDLED  # noqa: E402
 
 SMASS = ROOT.parent / "shared" / "data" / "smass2" / "smass2data.tar.gz"
 LIGHT_CURVES = ROOT.parent / "shared" / "data" / "tess" / "lc"

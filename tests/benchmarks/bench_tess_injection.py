@@ -3,7 +3,7 @@
 Transits (trapezoids, 10 % ingress/egress) are injected into the real light curves of the four
 non-TOI stars in ../shared/data/tess/lc over a grid of depth and period (random epoch); each
 injected curve goes through the stream's own search (stream.transits.search) and, when a model is
-available, the shipped model and alert policy (stream.transit_model).
+available, the shipped model and alert policy (stream.scoring.transit_predictor).
 
 Reported:
 - recall against the injected signal-to-noise (depth / per-cadence scatter * sqrt(in-transit
@@ -29,8 +29,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from stream import transits  # noqa: E402
-from stream.lightcurves import read_lightcurve  # noqa: E402
+from stream.features import transits  # noqa: E402
+from stream.features.lightcurves import read_lightcurve  # noqa: E402
 
 LC_DIR = ROOT.parent / "shared" / "data" / "tess" / "lc"
 NON_TOI = ["tic260161111_s07_lc.fits", "tic382575718_s08_lc.fits", "tic188172563_s09_lc.fits",
@@ -78,9 +78,9 @@ def match(signals: list[dict], period: float, epoch: float, duration: float) -> 
 def load_scorer():
     """(model, scorer) from the shipped registry, or (None, None) without a model."""
     try:
-        from stream import transit_model
-        from stream.inference import OnnxModel
-        from stream.registry import BUNDLED, LocalRegistry
+        from stream.models.registry import BUNDLED, LocalRegistry
+        from stream.scoring import transit_predictor as transit_model
+        from stream.scoring.onnx_model import OnnxModel
 
         model = OnnxModel(LocalRegistry(BUNDLED, seed_from=None).load("tess"))
         return model, transit_model

@@ -41,8 +41,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from stream import transit_model, transits  # noqa: E402
-from stream.lightcurves import read_lightcurve  # noqa: E402
+from stream.features import transits  # noqa: E402
+from stream.features.lightcurves import read_lightcurve  # noqa: E402
+from stream.scoring import transit_predictor as transit_model  # noqa: E402
 
 LC_DIR = ROOT.parent / "shared" / "data" / "tess" / "lc"
 # Known periods (d) per TIC from the TOI catalogue (toi_2025-10-04.csv); TOI-216 b's period in its
@@ -100,8 +101,8 @@ def main() -> int:
     except ImportError:
         raise SystemExit("lightkurve is needed for the reference: pip install -e '.[bench]'") from None
     try:
-        from stream.inference import OnnxModel
-        from stream.registry import BUNDLED, LocalRegistry
+        from stream.models.registry import BUNDLED, LocalRegistry
+        from stream.scoring.onnx_model import OnnxModel
 
         model = OnnxModel(LocalRegistry(BUNDLED, seed_from=None).load("tess"))
     except Exception as exc:

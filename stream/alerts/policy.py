@@ -1,0 +1,64 @@
+"""Alert policy: which predictions subscribers are told about, and the alert messages."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+# Spectra: an asteroid confidently outside the three big complexes (V, A, D, L, K, T, ... types) is
+# rare and worth a follow-up look; the threshold is an operator setting.
+RARE_GROUP_THRESHOLD = float(os.environ.get("SKYSTREAM_ALERT_RARE_THRESHOLD", "0.8"))
+INLINE_FIGURE_LIMIT = 256 * 1024
+
+
+def _alert(prediction: dict[str, Any], reason: str, score: float, summary: str, **extra: Any) -> dict[str, Any]:
+    alert_id = hashlib.sha256(f"{prediction['prediction_id']}:{reason}".encode()).hexdigest()
+    return {
+        "alert_id": alert_id, "prediction_id": prediction["prediction_id"], "file_id": prediction["file_id"],
+        "kind": prediction["kind"], "object": prediction["object"], "source": prediction["source"],
+        "reason": reason, "score": float(score), "summary": summary, "model": prediction["model"],
+        "model_version": prediction["model_version"], "figure_uri": extra.get("figure_uri"),
+        "figure_png": extra.get("figure_png"),
+    }
+
+
+def alerts_for(prediction: dict[str, Any]) -> list[dict[str, Any]]:
+    """Alert records for one prediction (usually none)."""
+    if prediction["kind"] == "spectrum":
+        p = prediction["probabilities"].get("Other", 0.0)
+        if prediction["main_group"] == "Other" and p >= RARE_GROUP_THRESHOLD:
+            return [_alert(prediction, "rare-composition", p,
+                           f"asteroid {prediction['object']}: {prediction['bus_class']}-type "
+                           f"(Other group, p={p:.2f})")]
+        return []
+    from stream.scoring.transit_predictor import transit_alerts
+
+    found = transit_alerts(prediction)
+    if not found:
+        return []
+    # Astronomers look at the light curve before they trust a candidate: every transit alert carries
+    # the diagnostic figure (light curve, periodogram, folded views, scores). The file is read again
+    # here (claim check); alerts are rare, so this costs nothing on the common path.
+    from stream.alerts.figures import diagnostic_png
+    from stream.ingest import storage
+
+    data = storage.read_bytes(prediction["source"])
+    out = []
+    for a in found:
+        signal = prediction["signals"][a["signal_index"]]
+        png = diagnostic_png(data, signal, title=a["summary"][:110])
+        out.append(_alert(prediction, a["reason"], a["score"], a["summary"], **_store_figure(png, a, prediction)))
+    return out
+
+
+def _store_figure(png: bytes, alert: dict[str, Any], prediction: dict[str, Any]) -> dict[str, Any]:
+    """Inline when small (the usual case, ~tens of KB); else written to the artifact store by reference."""
+    if len(png) <= INLINE_FIGURE_LIMIT:
+        return {"figure_png": png}
+    root = Path(os.environ.get("SKYSTREAM_ARTIFACTS", "var/artifacts")).resolve() / "figures"
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{prediction['prediction_id'][:16]}-{alert['signal_index']}.png"
+    path.write_bytes(png)
+    return {"figure_uri": str(path)}

@@ -1,0 +1,7 @@
+"""`python -m stream.cli`: the same as the `skystream` command."""
+
+import sys
+
+from stream.cli.main import main
+
+sys.exit(main())

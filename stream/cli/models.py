@@ -1,0 +1,218 @@
+"""`skystream models list | show | promote | rollback`: look after the model registry by hand.
+
+Promotion and rollback change the registry's champion alias and then announce the change on the
+models topic (a ModelUpdate record) so running workers switch without a restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Metrics shown first in tables when a model has them (the headline numbers of each task).
+PREFERRED_METRICS = ("f1_weighted", "weighted_f1", "average_precision", "auc", "accuracy", "f1_macro")
+MAX_TABLE_METRICS = 3
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `models` to the skystream command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--registry", default=argparse.SUPPRESS,
+                        help="registry directory or s3://bucket/prefix (default: $SKYSTREAM_REGISTRY or var/registry)")
+    models = subparsers.add_parser(
+        "models", parents=[common], help="list, show, promote and roll back model versions in the registry",
+        description="The model registry holds immutable ONNX versions per task and a champion alias that the "
+        "workers serve. Promotion and rollback move the alias and announce it on the models topic.",
+    )
+    cmds = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+
+    p = cmds.add_parser("list", parents=[common], help="versions of every task (or one), with the champion marked")
+    p.add_argument("task", nargs="?", help="only this task")
+    p.set_defaults(func=cmd_list)
+
+    p = cmds.add_parser("show", parents=[common], help="the metadata of a version (default: the champion)")
+    p.add_argument("task")
+    p.add_argument("version", nargs="?")
+    p.add_argument("--json", action="store_true", help="print the whole metadata as JSON")
+    p.set_defaults(func=cmd_show)
+
+    p = cmds.add_parser("promote", parents=[common], help="make VERSION the champion of TASK and announce it")
+    p.add_argument("task")
+    p.add_argument("version")
+    p.set_defaults(func=cmd_promote)
+
+    p = cmds.add_parser("rollback", parents=[common], help="make the previous champion of TASK the champion again")
+    p.add_argument("task")
+    p.set_defaults(func=cmd_rollback)
+
+
+# -- announcing ----------------------------------------------------------------------------------
+def model_update(registry: Any, task: str, version: str, action: str) -> dict[str, Any]:
+    """The ModelUpdate record (schemas/avro/model_update.avsc) for a registry change, validated."""
+    import schemas
+
+    record = {
+        "task": task,
+        "version": version,
+        "action": action,
+        "registry": registry.uri,
+        "sha256": registry.metadata(task, version)["sha256"],
+        "at_ms": int(time.time() * 1000),
+    }
+    schemas.validate("ModelUpdate", record)
+    return record
+
+
+def announce(settings: Settings, record: dict[str, Any]) -> bool:
+    """Publish ``record`` (a ModelUpdate) on the models topic; False when no broker is configured
+    (then there is nobody to tell: workers load the champion when they start)."""
+    from stream.models.hot_swap import announce as send
+
+    return send(settings, record)
+
+
+# -- commands ------------------------------------------------------------------------------------
+def _open(args: argparse.Namespace):  # noqa: ANN202 - LocalRegistry | S3Registry
+    from stream.models.registry import open_registry
+
+    return open_registry(getattr(args, "registry", None) or Settings().registry)
+
+
+def _flat_metrics(metrics: Any, prefix: str = "") -> dict[str, float]:
+    """Numeric scalars of a (possibly nested) metrics dict, with dotted names."""
+    out: dict[str, float] = {}
+    if isinstance(metrics, dict):
+        for k, v in metrics.items():
+            out.update(_flat_metrics(v, f"{prefix}{k}."))
+    elif isinstance(metrics, int | float) and not isinstance(metrics, bool):
+        out[prefix.rstrip(".")] = float(metrics)
+    return out
+
+
+def key_metrics(meta: dict[str, Any], limit: int = MAX_TABLE_METRICS) -> str:
+    """A few headline metrics of a version, e.g. ``f1_weighted=0.941 accuracy=0.93``."""
+    flat = _flat_metrics(meta.get("metrics", {}))
+
+    def rank(name: str) -> tuple[int, str]:
+        leaf = name.rsplit(".", 1)[-1]
+        return (PREFERRED_METRICS.index(leaf) if leaf in PREFERRED_METRICS else len(PREFERRED_METRICS), name)
+
+    return " ".join(f"{k}={flat[k]:.4g}" for k in sorted(flat, key=rank)[:limit])
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fail(message: str) -> int:
+    print(f"models: {message}", file=sys.stderr)
+    return 2
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from stream.models.registry import RegistryError
+
+    registry = _open(args)
+    rows = []
+    try:
+        for task in [args.task] if args.task else registry.tasks():
+            versions = registry.versions(task)
+            champion = registry.champion(task) if versions else None
+            for v in versions:
+                meta = registry.metadata(task, v)
+                rows.append([task, v, meta.get("created", "?"), "*" if v == champion else "", key_metrics(meta)])
+    except RegistryError as exc:
+        return _fail(str(exc))
+    print(f"registry: {registry.uri}")
+    if not rows:
+        print("no models" + (f" for {args.task}" if args.task else ""))
+        return 0 if not args.task else 1
+    print(table(rows, ["TASK", "VERSION", "CREATED", "CHAMPION", "KEY METRICS"]))
+    return 0
+
+
+def _summary(value: Any, width: int = 100) -> str:
+    """One line for a metadata value; big ones (reference distributions, ...) summarised."""
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    if len(text) <= width:
+        return text
+    if isinstance(value, dict):
+        return f"{{{', '.join(list(map(str, value))[:8])}{', ...' if len(value) > 8 else ''}}} ({len(text)} chars)"
+    if isinstance(value, list):
+        return f"[{len(value)} items]"
+    return text[: width - 3] + "..."
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from stream.models.registry import RegistryError
+
+    registry = _open(args)
+    try:
+        champion = registry.champion(args.task)
+        version = args.version or champion
+        meta = registry.metadata(args.task, version)
+        history = registry.history(args.task)
+    except RegistryError as exc:
+        return _fail(str(exc))
+    if args.json:
+        print(json.dumps(meta, indent=1, sort_keys=True))
+        return 0
+    print(f"registry: {registry.uri}")
+    print(f"{args.task} v{version}" + ("  (champion)" if version == champion else f"  (champion is v{champion})"))
+    print(f"champion history: {' -> '.join(history) or '(none recorded)'}")
+    skip = {"task", "version", "metrics"}
+    width = max(len(k) for k in meta) if meta else 0
+    for k in sorted(meta):
+        if k not in skip:
+            print(f"  {k.ljust(width)}  {_summary(meta[k])}")
+    flat = _flat_metrics(meta.get("metrics", {}))
+    if flat:
+        print("metrics:")
+        mw = max(map(len, flat))
+        for k in sorted(flat):
+            print(f"  {k.ljust(mw)}  {flat[k]:.6g}")
+    return 0
+
+
+def _change(args: argparse.Namespace, action: str) -> int:
+    from stream.errors import Rejected
+    from stream.models.registry import RegistryError
+
+    settings = Settings()
+    registry = _open(args)
+    try:
+        before = registry.champion(args.task) if registry.versions(args.task) else None
+        if action == "promote":
+            registry.load(args.task, args.version)  # refuse to promote a version whose file is corrupt
+            registry.promote(args.task, args.version)
+            version = args.version
+        else:
+            version = registry.rollback(args.task)
+        record = model_update(registry, args.task, version, action)
+    except (RegistryError, Rejected) as exc:
+        return _fail(str(exc))
+    print(f"{args.task}: champion is now v{version}" + (f" (was v{before})" if before else ""))
+    if announce(settings, record):
+        print(f"announced on the models topic: {action} {args.task} v{version}")
+    else:
+        print("not announced (no broker configured): workers load the champion when they start")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    return _change(args, "promote")
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    return _change(args, "rollback")

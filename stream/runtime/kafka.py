@@ -1,0 +1,80 @@
+"""Kafka client helpers: bootstrap addresses, TLS/SASL settings, topic creation, replay ends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from stream.runtime.embedded_broker import BrokerError
+from stream.settings import TOPICS, Settings
+
+log = logging.getLogger(__name__)
+
+
+def bootstrap_servers(broker: str) -> str:
+    """'kafka://h:p;kafka://h2:p' or 'h:p,h2:p' -> 'h:p,h2:p' for aiokafka."""
+    parts = [p.strip().removeprefix("kafka://") for p in broker.replace(";", ",").split(",")]
+    return ",".join(p for p in parts if p)
+
+
+def faust_broker_url(broker: str) -> str:
+    """Faust's broker URL, on the transport with a short fetch wait (stream/runtime/faust_transport.py)."""
+    from stream.runtime.faust_transport import SCHEME
+
+    return ";".join(f"{SCHEME}://{p}" for p in bootstrap_servers(broker).split(","))
+
+
+def client_kwargs(settings: Settings) -> dict[str, Any]:
+    """Security settings for aiokafka clients (TLS/SASL for production clusters)."""
+    kw: dict[str, Any] = {"security_protocol": settings.security_protocol}
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        kw["ssl_context"] = create_ssl_context(cafile=settings.ssl_cafile)
+    if settings.security_protocol.startswith("SASL"):
+        kw.update(sasl_mechanism=settings.sasl_mechanism or "PLAIN",
+                  sasl_plain_username=settings.sasl_username, sasl_plain_password=settings.sasl_password)
+    return kw
+
+
+async def ensure_topics(bootstrap: str, settings: Settings, timeout: float = 30.0) -> None:
+    """Create every SkyStream topic that does not exist yet (idempotent)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(bootstrap), **client_kwargs(settings))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await admin.start()
+            break
+        except Exception as exc:  # broker still starting
+            if time.monotonic() > deadline:
+                raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+            await asyncio.sleep(0.5)
+    try:
+        existing = set(await admin.list_topics())
+        # Models and labels are low-volume control topics; one partition keeps them ordered.
+        wanted = [
+            NewTopic(name, 1 if key in ("models", "labels") else settings.partitions, settings.replication_factor)
+            for key, name in TOPICS.items() if name not in existing
+        ]
+        for t in wanted:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics([t])
+    finally:
+        await admin.close()
+
+
+async def read_to_end(consumer: Any, parts: list[Any]) -> bool:
+    """Whether an assigned consumer has read every partition up to the high watermark its last fetch
+    reported. Fetch answers are right where ListOffsets can be stale (ENVIRONMENT.md, tansu defect 1),
+    so replays end on this rather than on end_offsets()."""
+    for tp in parts:
+        mark = consumer.highwater(tp)
+        if mark is None or await consumer.position(tp) < mark:
+            return False
+    return True

@@ -1,0 +1,115 @@
+"""Features -> predictions with the serving models; the same code for the workers and `skystream score`."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from stream.errors import Rejected
+from stream.models.hot_swap import verified_model
+from stream.models.registry import LocalRegistry, RegistryError
+from stream.runtime.metrics import INFERENCE_BATCH_SIZE, INFERENCE_SECONDS, PREDICTION_SCORE, PREDICTIONS, set_model
+from stream.scoring.drift import DriftMonitor
+from stream.scoring.onnx_model import OnnxModel
+
+log = logging.getLogger(__name__)
+
+# kind of input -> registry task whose model scores it
+TASK_OF_KIND = {"spectrum": "smass", "lightcurve": "tess"}
+
+
+class Scorer:
+    """Holds the serving model of each task and scores batches of feature records.
+
+    Models load lazily from the registry's champion. ``swap`` replaces a task's model atomically:
+    a batch in progress finishes with the model it started with.
+    """
+
+    def __init__(self, registry: LocalRegistry, toi: Any = None) -> None:
+        self.registry = registry
+        self.toi = toi
+        self._models: dict[str, OnnxModel] = {}
+        self._drift: dict[str, DriftMonitor] = {}
+        self._lock = threading.Lock()
+
+    def model(self, task: str) -> OnnxModel:
+        with self._lock:
+            if task not in self._models:
+                try:
+                    m = verified_model(self.registry.uri, task, self.registry.champion(task))
+                except RegistryError as exc:
+                    raise Rejected("no-model", str(exc)) from None
+                self._install(m)
+                log.info("serving %s model %s v%s", task, m.name, m.version)
+            return self._models[task]
+
+    def swap(self, model: OnnxModel) -> None:
+        with self._lock:
+            self._install(model)
+
+    def _install(self, model: OnnxModel) -> None:
+        # A new model brings its own drift reference (its training population).
+        self._models[model.task] = model
+        ref = model.metadata.get("drift_reference")
+        if ref:
+            self._drift[model.task] = DriftMonitor(model.task, ref)
+        else:
+            self._drift.pop(model.task, None)
+        set_model(model.task, model.name, model.version)
+
+    def _run(self, task: str, model: OnnxModel, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        # Imported here so a spectra-only worker never loads the transit code, and vice versa.
+        if task == "tess":
+            from stream.scoring.transit_predictor import predict_transits
+
+            return predict_transits(model, records, self.toi)
+        from stream.scoring.spectrum_predictor import predict_spectra
+
+        return predict_spectra(model, records)
+
+    def score(self, kind: str, records: list[dict[str, Any]]) -> list[dict[str, Any] | Rejected]:
+        """One result per record, in order: a Prediction record, or the Rejected that explains why not.
+
+        The batch runs in one inference call; if it fails, records are retried one by one so a
+        bad record costs only its own prediction.
+        """
+        task = TASK_OF_KIND[kind]
+        model = self.model(task)
+        t0 = time.perf_counter()
+        try:
+            results: list[dict[str, Any] | Rejected] = list(self._run(task, model, records))
+        except Exception:
+            results = []
+            for rec in records:
+                try:
+                    results.extend(self._run(task, model, [rec]))
+                except Rejected as exc:
+                    results.append(exc)
+                except Exception as exc:  # a model/feature mismatch we did not foresee: still one dead letter
+                    log.exception("scoring failed for %s", rec.get("uri"))
+                    results.append(Rejected("scoring-failed", f"{type(exc).__name__}: {exc}"))
+        INFERENCE_SECONDS.labels(task=task).observe(time.perf_counter() - t0)
+        INFERENCE_BATCH_SIZE.labels(task=task).observe(len(records))
+        drift = self._drift.get(task)
+        for rec, r in zip(records, results, strict=True):
+            if isinstance(r, dict):
+                label, score = top_label(r)
+                PREDICTIONS.labels(task=task, label=label).inc()
+                PREDICTION_SCORE.labels(task=task).observe(score)
+                if drift is not None:
+                    drift.observe(rec, label)
+        return results
+
+
+def top_label(prediction: dict[str, Any]) -> tuple[str, float]:
+    """The label a prediction is counted under in metrics, and its probability."""
+    if prediction["kind"] == "spectrum":
+        return prediction["main_group"], max(prediction["probabilities"].values())
+    signals = prediction.get("signals") or []
+    if not signals:
+        return "no-signal", 1.0
+    best = max(signals, key=lambda s: s["planet_probability"])
+    return ("planet-candidate" if best["planet_probability"] >= 0.5 else
+            "astrophysical" if best["triage_probability"] >= 0.5 else "junk"), best["planet_probability"]

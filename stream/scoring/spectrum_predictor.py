@@ -1,0 +1,84 @@
+"""SpectrumFeatures → Prediction with the SMASS ONNX model (main group and Bus class).
+
+The model's metadata says what it expects (written by training/smass.py): ``wavelength_grid_um``,
+``input_name``, ``output_names`` {"main_group", "bus_class"}, ``class_names``, ``bus_class_names``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+
+from stream.errors import Rejected
+from stream.scoring.onnx_model import OnnxModel
+
+GRID_ATOL_UM = 1e-6  # the features travel as Avro floats (float32): compare grids to that precision
+
+
+def prediction_id(file_id: str, model_name: str, model_version: str) -> str:
+    """The same file scored by the same model version always gets the same id (replays are idempotent)."""
+    return hashlib.sha256(f"{file_id}:{model_name}:{model_version}".encode()).hexdigest()
+
+
+def _check_grid(record: dict[str, Any], grid: np.ndarray, model: OnnxModel) -> None:
+    wl = np.asarray(record["wavelength_um"], dtype=np.float64)
+    if wl.shape != grid.shape or not np.allclose(wl, grid, rtol=0.0, atol=GRID_ATOL_UM):
+        raise Rejected(
+            "grid-mismatch",
+            f"{record.get('uri', '?')}: features on a {len(wl)}-point grid "
+            f"{wl[:1].round(4).tolist()}…{wl[-1:].round(4).tolist()} µm, but {model.name} v{model.version} "
+            f"expects {len(grid)} points {grid[0]:.4f}…{grid[-1]:.4f} µm (preprocessing "
+            f"{record.get('preprocessing', '?')!r} vs {model.metadata.get('preprocessing', '?')!r})",
+        )
+
+
+def predict_spectra(model: OnnxModel, features: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Prediction records (schemas/avro/prediction.avsc), one per SpectrumFeatures record, in order.
+
+    Raises Rejected for the batch when a record does not fit the model (the caller retries records
+    one by one, so only that record is dead-lettered).
+    """
+    if not features:
+        return []
+    meta = model.metadata
+    try:
+        grid = np.asarray(meta["wavelength_grid_um"], dtype=np.float64)
+        input_name = meta["input_name"]
+        out_group, out_bus = meta["output_names"]["main_group"], meta["output_names"]["bus_class"]
+        group_names, bus_names = list(meta["class_names"]), list(meta["bus_class_names"])
+    except KeyError as exc:
+        raise Rejected("model-metadata", f"{model.name} v{model.version}: metadata lacks {exc}") from None
+    for record in features:
+        _check_grid(record, grid, model)
+    x = np.asarray([record["reflectance"] for record in features], dtype=np.float32)
+    if not np.all(np.isfinite(x)):
+        bad = [r.get("uri", "?") for r, row in zip(features, x, strict=True) if not np.all(np.isfinite(row))]
+        raise Rejected("invalid-features", f"non-finite reflectance in {bad[:3]}")
+    # One run for the batch. Each row's outputs do not depend on the other rows (onnxruntime loops
+    # over images in Conv and accumulates each GEMM row in the same order whatever the batch size),
+    # so a file scores the same alone or in any batch: tests/test_spectra.py checks it bit for bit.
+    out = model.run({input_name: x})
+    results = []
+    for record, p_group, p_bus in zip(features, out[out_group], out[out_bus], strict=True):
+        g, b = int(np.argmax(p_group)), int(np.argmax(p_bus))
+        results.append(
+            {
+                "prediction_id": prediction_id(record["file_id"], model.name, model.version),
+                "file_id": record["file_id"],
+                "kind": "spectrum",
+                "source": record["uri"],
+                "object": record["object"],
+                "model": model.name,
+                "model_version": model.version,
+                "detected_at_ms": int(record["detected_at_ms"]),
+                "main_group": group_names[g],
+                "probabilities": {name: float(p) for name, p in zip(group_names, p_group, strict=True)},
+                "bus_class": bus_names[b],
+                "bus_probability": float(p_bus[b]),
+                "sector": None,
+                "signals": None,
+            }
+        )
+    return results
