@@ -17,6 +17,7 @@ from data_paths import require_data
 import schemas
 from stream.cli import labels as labels_cli
 from stream.features.spectra import object_name
+from stream.ingest import labels as label_sources
 from training import feedback
 
 TOI_CSV = "tess/catalogs/toi_2025-10-04.csv"
@@ -32,7 +33,7 @@ def run_cli(*argv: str) -> int:
 
 @pytest.fixture(scope="module")
 def toi() -> tuple[list[dict], Counter]:
-    return labels_cli.toi_labels(require_data(TOI_CSV), at_ms=1_000)
+    return label_sources.toi_labels(require_data(TOI_CSV), at_ms=1_000)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ def test_skip_leaves_out_a_disposition(toi: tuple[list[dict], Counter], tmp_path
     start = next(i for i, line in enumerate(lines) if not line.startswith("#")) + 1
     part = tmp_path / "toi_part.csv"
     part.write_text("".join(lines[:start + 1000]))
-    records, counts = labels_cli.toi_labels(part, skip=["apc", "PC"], at_ms=1_000)
+    records, counts = label_sources.toi_labels(part, skip=["apc", "PC"], at_ms=1_000)
     skipped = counts["skipped:APC"] + counts["skipped:PC"]
     assert skipped > 0 and len(records) == 1000 - skipped
     assert {r["source"] for r in records} <= {"TFOPWG:CP", "TFOPWG:KP", "TFOPWG:FP", "TFOPWG:FA"}
@@ -80,7 +81,7 @@ def test_skip_leaves_out_a_disposition(toi: tuple[list[dict], Counter], tmp_path
 
 
 def test_bus_taxonomy_file_and_csv(taxonomy_text: str, tmp_path: Path) -> None:
-    records = labels_cli.bus_labels(require_data(BUS_TXT), at_ms=5)
+    records = label_sources.bus_labels(require_data(BUS_TXT), at_ms=5)
     by_object = {r["object"]: r["label"] for r in records}
     assert len(records) == 1443  # 1,447 rows, 4 unclassified ("-")
     assert by_object["1"] == "C" and by_object["4"] == "V" and by_object["21"] == "Xk"
@@ -95,12 +96,12 @@ def test_bus_taxonomy_file_and_csv(taxonomy_text: str, tmp_path: Path) -> None:
 
     csv = tmp_path / "curated.csv"
     csv.write_text("# corrections\nobject,class\n(1) Ceres,Cb\n1996 UK,Sq\n1998WZ6, V\n")
-    assert [(r["object"], r["label"], r["source"]) for r in labels_cli.bus_labels(csv)] == [
+    assert [(r["object"], r["label"], r["source"]) for r in label_sources.bus_labels(csv)] == [
         ("1", "Cb", "curated"), ("1996 UK", "Sq", "curated"), ("1998 WZ6", "V", "curated")]
 
     csv.write_text("object,class\n1,Cb\n2,Xq\n3,s\n")
-    with pytest.raises(labels_cli.LabelInputError, match="line 3.*'Xq'.*line 4.*'s'"):
-        labels_cli.bus_labels(csv)
+    with pytest.raises(label_sources.LabelInputError, match="line 3.*'Xq'.*line 4.*'s'"):
+        label_sources.bus_labels(csv)
 
 
 def test_dry_run_and_missing_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -140,7 +141,7 @@ def test_publish_dump_load_round_trip(embedded_broker, tmp_path: Path, monkeypat
         {"task": "smass", "object": "1", "label": "Cb", "source": "test", "file_id": None, "period_days": None,
          "at_ms": newer},
     ]
-    assert asyncio.run(labels_cli.publish_labels(broker, corrections)) == 2
+    assert asyncio.run(label_sources.publish_labels(broker, corrections)) == 2
 
     out = tmp_path / "labels.jsonl"
     assert run_cli("labels", "dump", "--out", str(out)) == 0
@@ -188,7 +189,7 @@ def test_dedup_keeps_newest_per_signal() -> None:
 
 # -- merges ------------------------------------------------------------------------------------------
 def test_merge_smass(taxonomy_text: str, spectrum_objects: set[str]) -> None:
-    base = {obj: bus for _, obj, bus in labels_cli.parse_bus_lines(taxonomy_text)}
+    base = {obj: bus for _, obj, bus in label_sources.parse_bus_lines(taxonomy_text)}
     assert len(spectrum_objects) == 1341 and spectrum_objects <= set(base)
     del base["4"]  # pretend Vesta were missing from the catalogue: a label adds it (it has a spectrum)
 
@@ -202,7 +203,7 @@ def test_merge_smass(taxonomy_text: str, spectrum_objects: set[str]) -> None:
               label("99999", "S", 1),  # not in the catalogue, no spectrum: trains nothing
               label("3", "Q", 1),  # a class the trainer cannot learn
               {**label("25155310", "PC", 1), "task": "tess"}]  # other task
-    merged = feedback.merge_smass(labels, base, spectrum_objects, known_classes=set(labels_cli.BUS_CLASSES) - {"Q"})
+    merged = feedback.merge_smass(labels, base, spectrum_objects, known_classes=set(label_sources.BUS_CLASSES) - {"Q"})
     assert merged.data["1"] == "Cb" and merged.data["2"] == "B" and merged.data["4"] == "V"
     assert merged.data["3"] == "Sk" and "99999" not in merged.data
     r = merged.report
@@ -219,7 +220,7 @@ def test_merge_smass(taxonomy_text: str, spectrum_objects: set[str]) -> None:
             self.bus = bus
 
     assert feedback.merge_smass(labels, {o: Entry(b) for o, b in base.items()}, spectrum_objects,
-                                known_classes=set(labels_cli.BUS_CLASSES) - {"Q"}).data == merged.data
+                                known_classes=set(label_sources.BUS_CLASSES) - {"Q"}).data == merged.data
 
 
 def test_merge_tess_matches_tic_and_period(toi: tuple[list[dict], Counter]) -> None:

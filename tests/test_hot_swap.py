@@ -20,7 +20,7 @@ import pytest
 from helpers import wait_until
 
 from stream.devstack.localstack import LocalStack, collect
-from stream.models.hot_swap import announce_async
+from stream.models.announce import announce_async
 from stream.models.registry import BUNDLED, LocalRegistry
 from stream.settings import Settings
 

@@ -224,4 +224,6 @@ def test_announce_is_a_no_op_without_a_broker(monkeypatch):
 
     monkeypatch.delenv("SKYSTREAM_BROKER", raising=False)
     record = {"task": "smass", "version": "1", "action": "promote", "registry": "r", "sha256": "0" * 64, "at_ms": 1}
-    assert models_cli.announce(Settings(), record) is False
+    from stream.models.announce import announce
+
+    assert announce(Settings(), record) is False

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 import schemas
-from stream.cli.labels import SMASS_TASK, TESS_TASK, latest_labels
+from stream.ingest.labels import SMASS_TASK, TESS_TASK, latest_labels
 from stream.scoring.toi import PERIOD_TOLERANCE
 
 __all__ = ["PERIOD_TOLERANCE", "Merged", "dedup_labels", "labels_sha256", "load_labels", "merge_smass",
@@ -108,7 +108,7 @@ def load_labels(source: str | Path | None = None, task: str | None = None, *,
     if Path(source).exists():
         records = read_jsonl(source)
     elif _BROKER.fullmatch(str(source)):
-        from stream.cli.labels import read_labels
+        from stream.ingest.labels import read_labels
 
         records, _bad = asyncio.run(read_labels(str(source), settings))
     else:

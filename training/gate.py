@@ -169,7 +169,7 @@ class GateDecision:
 
     def table(self) -> str:
         """Both models' metrics side by side, the rule, and the decision."""
-        from stream.cli.models import table
+        from stream.ops.tables import table
 
         champ = self.champion_metrics or {}
         names = [self.primary] + sorted((set(self.candidate_metrics) | set(champ)) - {self.primary})
@@ -368,8 +368,8 @@ def publish_gated(registry_uri: str, task: str, onnx_bytes: bytes, metadata: Map
         return None
     version = registry.publish(task, onnx_bytes, meta, promote=promote)
     if promote and announce:
-        from stream.cli.models import announce as send
-        from stream.cli.models import model_update
+        from stream.models.announce import announce as send
+        from stream.models.announce import model_update
         from stream.settings import Settings
 
         try:

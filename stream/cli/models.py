@@ -10,16 +10,14 @@ import argparse
 import json
 import logging
 import sys
-import time
 from typing import Any
 
+from stream.models.announce import announce, change_champion, model_update
+from stream.ops.tables import flat_metrics, key_metrics, table
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Metrics shown first in tables when a model has them (the headline numbers of each task).
-PREFERRED_METRICS = ("f1_weighted", "weighted_f1", "average_precision", "auc", "accuracy", "f1_macro")
-MAX_TABLE_METRICS = 3
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,65 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_rollback)
 
 
-# -- announcing ----------------------------------------------------------------------------------
-def model_update(registry: Any, task: str, version: str, action: str) -> dict[str, Any]:
-    """The ModelUpdate record (schemas/avro/model_update.avsc) for a registry change, validated."""
-    import schemas
-
-    record = {
-        "task": task,
-        "version": version,
-        "action": action,
-        "registry": registry.uri,
-        "sha256": registry.metadata(task, version)["sha256"],
-        "at_ms": int(time.time() * 1000),
-    }
-    schemas.validate("ModelUpdate", record)
-    return record
-
-
-def announce(settings: Settings, record: dict[str, Any]) -> bool:
-    """Publish ``record`` (a ModelUpdate) on the models topic; False when no broker is configured
-    (then there is nobody to tell: workers load the champion when they start)."""
-    from stream.models.hot_swap import announce as send
-
-    return send(settings, record)
-
-
 # -- commands ------------------------------------------------------------------------------------
 def _open(args: argparse.Namespace):  # noqa: ANN202 - LocalRegistry | S3Registry
     from stream.models.registry import open_registry
 
     return open_registry(getattr(args, "registry", None) or Settings().registry)
-
-
-def _flat_metrics(metrics: Any, prefix: str = "") -> dict[str, float]:
-    """Numeric scalars of a (possibly nested) metrics dict, with dotted names."""
-    out: dict[str, float] = {}
-    if isinstance(metrics, dict):
-        for k, v in metrics.items():
-            out.update(_flat_metrics(v, f"{prefix}{k}."))
-    elif isinstance(metrics, int | float) and not isinstance(metrics, bool):
-        out[prefix.rstrip(".")] = float(metrics)
-    return out
-
-
-def key_metrics(meta: dict[str, Any], limit: int = MAX_TABLE_METRICS) -> str:
-    """A few headline metrics of a version, e.g. ``f1_weighted=0.941 accuracy=0.93``."""
-    flat = _flat_metrics(meta.get("metrics", {}))
-
-    def rank(name: str) -> tuple[int, str]:
-        leaf = name.rsplit(".", 1)[-1]
-        return (PREFERRED_METRICS.index(leaf) if leaf in PREFERRED_METRICS else len(PREFERRED_METRICS), name)
-
-    return " ".join(f"{k}={flat[k]:.4g}" for k in sorted(flat, key=rank)[:limit])
-
-
-def table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def _fail(message: str) -> int:
@@ -176,7 +120,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     for k in sorted(meta):
         if k not in skip:
             print(f"  {k.ljust(width)}  {_summary(meta[k])}")
-    flat = _flat_metrics(meta.get("metrics", {}))
+    flat = flat_metrics(meta.get("metrics", {}))
     if flat:
         print("metrics:")
         mw = max(map(len, flat))
@@ -189,21 +133,14 @@ def _change(args: argparse.Namespace, action: str) -> int:
     from stream.errors import Rejected
     from stream.models.registry import RegistryError
 
-    settings = Settings()
     registry = _open(args)
     try:
-        before = registry.champion(args.task) if registry.versions(args.task) else None
-        if action == "promote":
-            registry.load(args.task, args.version)  # refuse to promote a version whose file is corrupt
-            registry.promote(args.task, args.version)
-            version = args.version
-        else:
-            version = registry.rollback(args.task)
+        before, version = change_champion(registry, args.task, action, getattr(args, "version", None))
         record = model_update(registry, args.task, version, action)
     except (RegistryError, Rejected) as exc:
         return _fail(str(exc))
     print(f"{args.task}: champion is now v{version}" + (f" (was v{before})" if before else ""))
-    if announce(settings, record):
+    if announce(Settings(), record):
         print(f"announced on the models topic: {action} {args.task} v{version}")
     else:
         print("not announced (no broker configured): workers load the champion when they start")

@@ -1,4 +1,4 @@
-"""Hot swap: announce registry changes on the models topic, and verify a version before serving it.
+"""Hot swap: follow the models topic, and verify a version before serving it.
 
 A worker switches only to a version that (1) loads with a matching sha256, (2) has the inputs the
 serving code feeds, and (3) reproduces the reference outputs stored with it (``smoke_test`` in its
@@ -62,29 +62,6 @@ def smoke_test(model: OnnxModel) -> None:
         if got is None or got.shape != np.asarray(expected).shape or not np.allclose(got, expected, atol=atol):
             raise Rejected("smoke-test-failed", f"{model.task} v{model.version}: output {name!r} differs "
                            "from the reference stored with the model")
-
-
-async def announce_async(settings: Settings, record: dict[str, Any]) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    from stream.runtime.kafka import bootstrap_servers, client_kwargs
-
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings.broker or ""), acks="all",
-                                **client_kwargs(settings))
-    await producer.start()
-    try:
-        await producer.send_and_wait(TOPICS["models"], schemas.encode("ModelUpdate", record),
-                                     key=record["task"].encode())
-    finally:
-        await producer.stop()
-
-
-def announce(settings: Settings, record: dict[str, Any]) -> bool:
-    """Publish a ModelUpdate on the models topic; False when no broker is configured."""
-    if not settings.broker:
-        return False
-    asyncio.run(announce_async(settings, record))
-    return True
 
 
 async def follow(settings: Settings, scorer: Any, stop: asyncio.Event | None = None) -> None:
