@@ -356,10 +356,10 @@ def test_dashboard_png_command_filters_tasks(observed: ObservedRun, capsys: pyte
     """Through the command's own parser: a task with no data leaves its panels empty, the rest drawn."""
     import argparse
 
-    from stream.ops import dashboard_png
+    from stream.cli import dashboard as dashboard_cli
 
     parser = argparse.ArgumentParser(prog="skystream")
-    dashboard_png.register(parser.add_subparsers(dest="command"))
+    dashboard_cli.register(parser.add_subparsers(dest="command"))
     out = observed.tmp / "tess-only.png"
     args = parser.parse_args(["dashboard-png", "--prometheus", observed.prom.url, "--range", "10m",
                               "--task", "tess", "-o", str(out)])
@@ -374,10 +374,10 @@ def test_dashboard_png_command_filters_tasks(observed: ObservedRun, capsys: pyte
 def test_dashboard_png_says_when_prometheus_is_unreachable(tmp_path: Path) -> None:
     import argparse
 
-    from stream.ops import dashboard_png
+    from stream.cli import dashboard as dashboard_cli
 
     parser = argparse.ArgumentParser(prog="skystream")
-    dashboard_png.register(parser.add_subparsers(dest="command"))
+    dashboard_cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["dashboard-png", "--prometheus", f"http://127.0.0.1:{free_port()}",
                               "-o", str(tmp_path / "x.png")])
     with pytest.raises(SystemExit, match="cannot reach Prometheus"):

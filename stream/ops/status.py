@@ -1,4 +1,4 @@
-"""`skystream status`: a terminal summary for operators without Grafana.
+"""A terminal summary of a running stream for operators without Grafana (`skystream status`).
 
 Reads the same series the dashboards use, either straight from the processes' /metrics endpoints
 (``--targets``) or from a Prometheus server (``--prometheus``), takes two snapshots ``--interval``
@@ -7,10 +7,7 @@ seconds apart for rates, and prints throughput, latency, lag, dead letters, drif
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-import time
 import urllib.parse
 import urllib.request
 from collections import defaultdict
@@ -19,20 +16,6 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 Sample = tuple[str, dict[str, str], float]
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "status", help="terminal summary of a running stream: rates, latency, lag, rejects, drift, models",
-        description="Summarise a running stream from its metrics. Give the workers' and watcher's metrics "
-        "endpoints (--targets) or a Prometheus server that scrapes them (--prometheus).",
-    )
-    p.add_argument("--targets", nargs="*", default=[], metavar="HOST:PORT",
-                   help="metrics endpoints to scrape directly (e.g. 127.0.0.1:9400)")
-    p.add_argument("--prometheus", metavar="URL", help="Prometheus base URL, e.g. http://127.0.0.1:9090")
-    p.add_argument("--interval", type=float, default=2.0, help="seconds between the two snapshots (default 2)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(func=cmd_status)
 
 
 def scrape(targets: list[str]) -> list[Sample]:
@@ -144,17 +127,3 @@ def render(s: dict[str, Any]) -> str:
         worst = sorted(feats.items(), key=lambda kv: -kv[1])[:4]
         lines.append(f"drift {task:<6} {flag}: " + ", ".join(f"{k} {v:.2f}" for k, v in worst))
     return "\n".join(lines)
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    if not args.targets and not args.prometheus:
-        sys.exit("status: give --targets HOST:PORT ... or --prometheus URL")
-
-    def snapshot() -> list[Sample]:
-        return query_prometheus(args.prometheus) if args.prometheus else scrape(args.targets)
-
-    before = snapshot()
-    time.sleep(args.interval)
-    summary = summarise(before, snapshot(), args.interval)
-    print(json.dumps(summary, indent=1) if args.json else render(summary))
-    return 0

@@ -118,14 +118,32 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         try:
             ep.load()(sub)
         except Exception as exc:  # e.g. training's extra not installed: the rest of the CLI still works
-            log.debug("command %s unavailable: %s", ep.name, exc)
-    for module in ("stream.cli.models", "stream.ops.status", "stream.cli.rescore", "stream.ops.dashboard_png",
-                   "stream.cli.labels"):
+            _unavailable(sub, ep.name, exc, hint="install the training extra: pip install -e '.[train]'")
+    for name, module in COMMAND_MODULES.items():
         try:
             __import__(module, fromlist=["register"]).register(sub)
-        except ImportError:
-            pass
+        except ImportError as exc:
+            _unavailable(sub, name, exc)
     return parser
+
+
+# Command groups defined in stream/cli/ (the `train` group comes from the training package's entry point).
+COMMAND_MODULES = {"models": "stream.cli.models", "status": "stream.cli.status", "rescore": "stream.cli.rescore",
+                   "dashboard-png": "stream.cli.dashboard", "labels": "stream.cli.labels"}
+
+
+def _unavailable(sub: argparse._SubParsersAction, name: str, exc: BaseException, hint: str = "") -> None:
+    """Keep a command whose code cannot be imported in the list, saying why, instead of dropping it."""
+    reason = f"{type(exc).__name__}: {exc}" + (f"; {hint}" if hint else "")
+    p = sub.add_parser(name, help=f"(unavailable: {reason})", description=f"unavailable here: {reason}",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def fail(args: argparse.Namespace) -> int:
+        print(f"skystream {name}: unavailable here: {reason}", file=sys.stderr)
+        return 2
+
+    p.set_defaults(func=fail)
 
 
 def _require_broker(args: argparse.Namespace, settings: Settings) -> str:
