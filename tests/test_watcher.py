@@ -110,3 +110,72 @@ def test_unknown_files_go_to_the_dead_letter_topic_once(embedded_broker, tmp_pat
     assert by_name["notes.md"]["reason"] == "unknown-kind"
     assert all(d["stage"] == "watch" and d["error"] for d in dead)
     assert len(dead) == rejected and len(events) == published
+
+
+def _poll_with(broker: str, source: DirectorySource, state: Path, **watcher_kw) -> tuple[int, int]:
+    async def run() -> tuple[int, int]:
+        await ensure_topics(broker, Settings(partitions=2))
+        producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all")
+        await producer.start()
+        ledger = Ledger(ledger_path(state, source))
+        try:
+            res = await Watcher(source, lambda t, k, v: producer.send(t, v, key=k), ledger, **watcher_kw).poll()
+        finally:
+            await producer.stop()
+            ledger.close()
+        return res.published, res.rejected
+
+    return asyncio.run(run())
+
+
+def test_hostile_entries_are_refused_unread_and_nothing_outside_the_root_reaches_a_topic(
+        embedded_broker, tmp_path: Path, smass_dir: Path) -> None:
+    b, state, inbox = embedded_broker.bootstrap, tmp_path / "state", tmp_path / "inbox"
+    inbox.mkdir()
+    spectrum = sorted(smass_dir.iterdir())[0]
+    outside = tmp_path / "secret.txt"
+    outside.write_bytes(spectrum.read_bytes().replace(b"0.", b"0."))  # a valid spectrum, but not ours to read
+    (inbox / "passwd").symlink_to("/etc/passwd")
+    (inbox / "looks-like-a-spectrum").symlink_to(outside)
+    (inbox / "linked-dir").symlink_to(tmp_path, target_is_directory=True)  # out of the root: refused
+    (inbox / "sub").mkdir()
+    (inbox / "linked-sub").symlink_to(inbox / "sub", target_is_directory=True)  # inside: skipped, not entered
+    deep = inbox.joinpath(*[f"d{i}" for i in range(6)])
+    deep.mkdir(parents=True)
+    shutil.copy(spectrum, deep / "deep.txt")
+    shutil.copy(spectrum, inbox / "ok.txt")
+    shutil.copy(spectrum, inbox / "inside-target.txt")
+    (inbox / "link-inside").symlink_to(inbox / "inside-target.txt")  # same content: published once
+    odd = os.fsencode(str(inbox)) + b"/bad-\xff-name.txt"
+    with open(odd, "wb") as fh:
+        fh.write(spectrum.read_bytes())
+    big = inbox / "huge.txt"
+    big.write_bytes(spectrum.read_bytes() + b"\n" * 5000)
+
+    source = DirectorySource(inbox, settle_seconds=0, max_depth=4)
+    limits = {"spectrum": spectrum.stat().st_size + 100, "lightcurve": 10**6}
+    published, rejected = _poll_with(b, source, state, max_bytes=limits)
+    events, dead = asyncio.run(_read_all(b))
+    reasons = {Path(d["uri"]).name: d["reason"] for d in dead}
+    assert reasons == {"passwd": "outside-root", "looks-like-a-spectrum": "outside-root", "d4": "too-deep",
+                       "linked-dir": "outside-root", "bad-\\xff-name.txt": "bad-name", "huge.txt": "too-large"}, reasons
+    # ok.txt, inside-target.txt and link-inside hold the same bytes: one file_id, published once.
+    assert len(events) == 1 and Path(events[0]["uri"]).name in ("ok.txt", "inside-target.txt", "link-inside")
+    assert (published, rejected) == (len(events), len(dead))
+    # Nothing of a file outside the root is in any message; dead letters carry no file bytes.
+    assert all(d["payload"] is None for d in dead)
+    for d in dead:
+        assert "root:" not in d["error"] and "secret" not in d["uri"]
+    # A second pass publishes nothing again.
+    assert _poll_with(b, source, state, max_bytes=limits) == (0, 0)
+
+
+def test_unknown_file_dead_letters_carry_only_a_short_hex_prefix(embedded_broker, tmp_path: Path) -> None:
+    b, state, inbox = embedded_broker.bootstrap, tmp_path / "state", tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "notes.md").write_text("# observing log: a private note with a password hunter2\n" * 20)
+    assert _poll_with(b, DirectorySource(inbox, settle_seconds=0), state) == (0, 1)
+    _, dead = asyncio.run(_read_all(b))
+    assert len(dead) == 1 and dead[0]["payload"] is None
+    assert "hunter2" not in dead[0]["error"]
+    assert b"# observing log:"[:16].hex() in dead[0]["error"]

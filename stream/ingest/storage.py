@@ -8,7 +8,11 @@ is not the input's fault.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from stream.errors import Rejected
 
@@ -23,15 +27,29 @@ def read_bytes(uri: str, limit: int | None = None) -> bytes:
         from stream.ingest import s3
 
         return s3.read_bytes(uri) if limit is None else s3.read_head(uri, limit)
+    with _open_local(uri) as fh:
+        return fh.read() if limit is None else fh.read(limit)
+
+
+def sha256_hex(uri: str) -> str:
+    """The sha256 of a local file's content, read in chunks (memory stays small for any size)."""
+    with _open_local(uri) as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+@contextmanager
+def _open_local(uri: str) -> Iterator[BinaryIO]:
+    """The local file opened for reading; the usual failures become Rejected with a stable reason."""
     try:
-        with open(local_path(uri), "rb") as fh:
-            return fh.read() if limit is None else fh.read(limit)
+        fh = open(local_path(uri), "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
         raise Rejected("missing-file", f"file not found: {uri}") from None
     except IsADirectoryError:
         raise Rejected("not-a-file", f"is a directory: {uri}") from None
     except PermissionError:
         raise Rejected("unreadable", f"permission denied: {uri}") from None
+    with fh:
+        yield fh
 
 
 def read_head(uri: str, n: int) -> bytes:

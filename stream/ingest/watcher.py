@@ -7,7 +7,13 @@
   acknowledged its message. A crash between the ack and the ledger write republishes that file once;
   downstream results are keyed by file_id, so the replay gives the same answer (at-least-once with
   idempotent results).
-- A file that is not a spectrum or a light curve goes to the dead-letter topic with the reason.
+- A file that is not a spectrum or a light curve goes to the dead-letter topic with the reason; so
+  does a file larger than its kind's size limit (``too-large``: checked before any byte is read
+  against the largest limit, and against its own kind's once the first bytes told the kind), and a
+  file the source refuses unread (a link out of the root, too deep, an undecodable name).
+- No file content from outside the root ever reaches a topic, and of a file inside it a dead letter
+  carries at most a short hex prefix, never the bytes.
+- Files are hashed in chunks in a thread, so a large file never blocks the event loop.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import hashlib
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +40,11 @@ log = logging.getLogger(__name__)
 
 # (topic, key, value) -> an awaitable that completes when the broker has the message
 Send = Callable[[str, bytes, bytes], Awaitable[Awaitable[object]]]
+
+# Size limits per kind (bytes). A SMASS spectrum is ~10 KB and a TESS 2-min SPOC light curve ~2 MB
+# (20-s cadence ~10 MB): the limits leave room for other surveys' formats, not for abuse.
+DEFAULT_MAX_BYTES = {"spectrum": 4 * 2**20, "lightcurve": 128 * 2**20}
+HEX_PREFIX_BYTES = 16
 
 
 class Ledger:
@@ -84,34 +95,52 @@ class PollResult:
 
 
 class Watcher:
-    def __init__(self, source: Source, send: Send, ledger: Ledger, batch: int = 500) -> None:
+    """Publishes a FileEvent (or a dead letter) for every new file of ``source``; see the module doc."""
+
+    def __init__(self, source: Source, send: Send, ledger: Ledger, batch: int = 500,
+                 max_bytes: Mapping[str, int] | None = None) -> None:
         self.source = source
         self.send = send
         self.ledger = ledger
         self.batch = batch
+        self.max_bytes = dict(DEFAULT_MAX_BYTES if max_bytes is None else max_bytes)
         FILES_DISCOVERED.labels(source=source.name)  # at 0 from the start, for rate()
 
     def _identify(self, c: Candidate) -> tuple[str, bytes]:
-        """(file_id, head bytes). Local files are hashed whole; S3 objects are named by URI+ETag."""
+        """(file_id, head bytes). Local files are hashed whole, in chunks; S3 objects are named by URI+ETag."""
+        head = storage.read_head(c.uri, features.HEAD_BYTES)
         if c.etag is not None:
-            return hashlib.sha256(f"{c.uri}\n{c.etag}".encode()).hexdigest(), storage.read_bytes(
-                c.uri, limit=features.HEAD_BYTES
-            )
-        data = storage.read_bytes(c.uri)
-        return hashlib.sha256(data).hexdigest(), data[: features.HEAD_BYTES]
+            return hashlib.sha256(f"{c.uri}\n{c.etag}".encode()).hexdigest(), head
+        return storage.sha256_hex(c.uri), head
+
+    def _too_large(self, size: int, kind: str | None) -> Rejected | None:
+        limit = self.max_bytes.get(kind, 0) if kind else max(self.max_bytes.values(), default=0)
+        if limit and size > limit:
+            what = f"a {kind}" if kind else "any input"
+            return Rejected("too-large", f"{size} bytes is more than the limit for {what} ({limit} bytes)")
+        return None
 
     async def poll(self) -> PollResult:
         """One pass over the source: publish what is new, in batches acknowledged by the broker."""
         result = PollResult()
         pending: list[tuple[Awaitable[object], str, Candidate, str]] = []
+        this_pass: set[str] = set()
         # Listing an S3 prefix takes network round trips: keep them off the event loop.
         candidates = await asyncio.to_thread(lambda: list(self.source.scan()))
         for c in candidates:
             if self.ledger.unchanged(c):
                 continue
             FILES_DISCOVERED.labels(source=self.source.name).inc()
+            refusal = Rejected(*c.refused) if c.refused else self._too_large(c.size, None)
+            if refusal is not None:
+                # Nothing of the file is read: the dead letter names it and says why.
+                identity = hashlib.sha256(f"{c.uri}\n{c.version}".encode()).hexdigest()
+                record = rejected_record("watch", refusal, uri=c.uri)
+                ack = await self.send(TOPICS["rejected"], identity.encode(), schemas.encode("Rejected", record))
+                pending.append((ack, identity, c, "rejected"))
+                continue
             try:
-                file_id, head = self._identify(c)
+                file_id, head = await asyncio.to_thread(self._identify, c)
             except ConnectionError as exc:  # storage unreachable (after retries): try again next poll
                 log.warning("cannot read %s now (%s); will retry", c.uri, exc)
                 continue
@@ -122,12 +151,17 @@ class Watcher:
                 await self.send(TOPICS["rejected"], c.uri.encode(), schemas.encode("Rejected", record))
                 result.rejected += 1
                 continue
-            if self.ledger.has(file_id):
+            if file_id in this_pass or self.ledger.has(file_id):
+                # Known content (also under another name in this same pass): nothing new to say.
                 self.ledger.mark_seen(c)
                 result.skipped += 1
                 continue
+            this_pass.add(file_id)
             try:
                 kind = features.detect_kind(head)
+                too_large = self._too_large(c.size, kind)
+                if too_large is not None:
+                    raise too_large
                 event = {
                     "file_id": file_id, "uri": c.uri, "kind": kind, "size_bytes": c.size,
                     "source": self.source.name, "etag": c.etag, "detected_at_ms": int(time.time() * 1000),
@@ -135,7 +169,9 @@ class Watcher:
                 ack = await self.send(TOPICS["files"], file_id.encode(), schemas.encode("FileEvent", event))
                 pending.append((ack, file_id, c, kind))
             except Rejected as exc:
-                record = rejected_record("watch", exc, uri=c.uri, file_id=file_id, payload=head[:1024])
+                prefix = head[:HEX_PREFIX_BYTES].hex()
+                exc = Rejected(exc.reason, f"{exc} (first bytes: {prefix})")
+                record = rejected_record("watch", exc, uri=c.uri, file_id=file_id)
                 ack = await self.send(TOPICS["rejected"], file_id.encode(), schemas.encode("Rejected", record))
                 pending.append((ack, file_id, c, "rejected"))
             if len(pending) >= self.batch:
