@@ -8,7 +8,6 @@ refused while the old one keeps serving.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 import sys
@@ -55,7 +54,7 @@ def _announce(stack: LocalStack, registry: LocalRegistry, version: str, sha256: 
 def _feed(stack: LocalStack, files: list[Path], directory: Path) -> None:
     directory.mkdir()
     for f in files:
-        os.symlink(f, directory / f.name)
+        shutil.copy(f, directory / f.name)
     subprocess.run([sys.executable, "-m", "stream.cli", "watch", str(directory), "--once", "--settle", "0",
                     "--metrics-port", "0"], env=stack.env(), check=True, capture_output=True, timeout=120)
 

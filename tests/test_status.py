@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 def test_status_reports_what_the_stream_did(tmp_path: Path, smass_dir: Path, bad_files) -> None:
     inputs = tmp_path / "bad"  # the bad files are already there; add 60 real spectra
     for f in sorted(smass_dir.iterdir())[:60]:
-        os.symlink(f, inputs / f.name)
+        shutil.copy(f, inputs / f.name)
     with LocalStack(state_dir=tmp_path / "state", registry=str(BUNDLED), partitions=2) as stack:
         stack.start_worker()
         stack.wait_ready()

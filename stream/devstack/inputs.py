@@ -58,8 +58,8 @@ def demo_inputs(workdir: Path, limit: int | None = None) -> tuple[Path, str]:
     if local.exists():
         n = _unpack(local.read_bytes(), dest, limit)
         curves = sorted((SHARED_DATA / TESS_LC).glob("*.fits")) if (SHARED_DATA / TESS_LC).is_dir() else []
-        for f in curves:  # linked, not copied: light curves are megabytes each
-            (dest / f.name).symlink_to(f)
+        for f in curves:  # copied: the watcher never follows a link out of its directory
+            shutil.copy(f, dest / f.name)
         tess = f" and {len(curves)} real TESS light curves from {SHARED_DATA / TESS_LC}" if curves else ""
         return dest, f"{n} real SMASSII spectra (Bus & Binzel 2002) from {local}{tess}"
     try:
