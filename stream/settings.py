@@ -1,10 +1,17 @@
-"""Configuration from environment variables: the same names in every mode (embedded, compose, k8s)."""
+"""Configuration from environment variables: the same names in every mode (embedded, compose, k8s).
+
+Every variable SkyStream reads is a field of ``Settings`` (its name, default and help in the field's
+metadata); nothing else under stream/ reads the environment. ``skystream --help`` lists them from here.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import textwrap
+from collections.abc import Callable
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 # Topic names are part of the deployment contract with subscribers; keep them in one place.
 TOPICS = {
@@ -18,31 +25,123 @@ TOPICS = {
     "labels": "skystream.labels",
 }
 
+# A source checkout has pyproject.toml beside the stream package; an installed wheel does not.
+CHECKOUT = Path(__file__).resolve().parents[1]
 
-def _env(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(name)
-    return value if value not in (None, "") else default
+
+def _var(env: str, default: Any, help: str, parse: Callable[[str], Any] = str, *, secret: bool = False,
+         shown_default: str | None = None) -> Any:
+    """A Settings field read from ``env`` (empty counts as unset). A secret is kept out of the repr."""
+
+    def read() -> Any:
+        value = os.environ.get(env)
+        return parse(value) if value not in (None, "") else default
+
+    shown = shown_default if shown_default is not None else ("unset" if default is None else str(default))
+    return field(default_factory=read, repr=not secret,
+                 metadata={"env": env, "default": default, "shown_default": shown, "help": help, "secret": secret})
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything a process needs to find its broker, registry and state.
+    """Everything a process needs to find its broker, registry, data and state.
 
     ``broker`` empty means: start the embedded broker (only the commands that may do so).
     """
 
-    broker: str | None = field(default_factory=lambda: _env("SKYSTREAM_BROKER"))
-    registry: str = field(default_factory=lambda: _env("SKYSTREAM_REGISTRY", "var/registry"))
-    state_dir: Path = field(default_factory=lambda: Path(_env("SKYSTREAM_STATE_DIR", "var/state")))
-    partitions: int = field(default_factory=lambda: int(_env("SKYSTREAM_PARTITIONS", "4")))
-    replication_factor: int = field(default_factory=lambda: int(_env("SKYSTREAM_REPLICATION_FACTOR", "1")))
-    app_id: str = field(default_factory=lambda: _env("SKYSTREAM_APP_ID", "skystream"))
-    metrics_port: int = field(default_factory=lambda: int(_env("SKYSTREAM_METRICS_PORT", "0")))
-    # Kafka security for production clusters; empty means PLAINTEXT.
-    security_protocol: str = field(default_factory=lambda: _env("SKYSTREAM_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"))
-    sasl_mechanism: str | None = field(default_factory=lambda: _env("SKYSTREAM_KAFKA_SASL_MECHANISM"))
-    sasl_username: str | None = field(default_factory=lambda: _env("SKYSTREAM_KAFKA_SASL_USERNAME"))
-    sasl_password: str | None = field(default_factory=lambda: _env("SKYSTREAM_KAFKA_SASL_PASSWORD"))
-    ssl_cafile: str | None = field(default_factory=lambda: _env("SKYSTREAM_KAFKA_SSL_CAFILE"))
-    toi_table: str | None = field(default_factory=lambda: _env("SKYSTREAM_TOI_TABLE"))
-    artifacts: str = field(default_factory=lambda: _env("SKYSTREAM_ARTIFACTS", "var/artifacts"))
+    broker: str | None = _var("SKYSTREAM_BROKER", None, "Kafka bootstrap servers (host:port[,host:port]); unset = "
+                              "the embedded broker where a command may start one (demo, broker)")
+    registry: str = _var("SKYSTREAM_REGISTRY", "var/registry", "model registry directory or s3://bucket/prefix")
+    state_dir: Path = _var("SKYSTREAM_STATE_DIR", Path("var/state"), "local state: watcher ledger, worker data",
+                           Path)
+    partitions: int = _var("SKYSTREAM_PARTITIONS", 4, "partitions per data topic when topics are created", int)
+    replication_factor: int = _var("SKYSTREAM_REPLICATION_FACTOR", 1,
+                                   "replication of created topics (3 on a real cluster)", int)
+    app_id: str = _var("SKYSTREAM_APP_ID", "skystream", "Faust application id: workers with the same id share "
+                       "the partitions")
+    metrics_port: int = _var("SKYSTREAM_METRICS_PORT", 0, "port of /metrics (0: a free port, printed at start)",
+                             int)
+    watch_source: str | None = _var("SKYSTREAM_WATCH_SOURCE", None,
+                                    "what `skystream watch` watches when no argument is given")
+    # Kafka security for production clusters; PLAINTEXT needs none of the rest.
+    security_protocol: str = _var("SKYSTREAM_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT",
+                                  "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+    sasl_mechanism: str | None = _var("SKYSTREAM_KAFKA_SASL_MECHANISM", None, "SASL mechanism (unset: PLAIN)")
+    sasl_username: str | None = _var("SKYSTREAM_KAFKA_SASL_USERNAME", None, "SASL user name")
+    sasl_password: str | None = _var("SKYSTREAM_KAFKA_SASL_PASSWORD", None, "SASL password (never logged)",
+                                     secret=True)
+    ssl_cafile: str | None = _var("SKYSTREAM_KAFKA_SSL_CAFILE", None, "CA bundle for SSL/SASL_SSL "
+                                  "(unset: the system's)")
+    fetch_max_wait_ms: int = _var("SKYSTREAM_FETCH_MAX_WAIT_MS", 50, "workers' Kafka fetch long-poll in ms "
+                                  "(a broker that holds fetches adds up to this per hop)", int)
+    toi_table: str | None = _var("SKYSTREAM_TOI_TABLE", None, "TOI catalogue CSV for transit alerts "
+                                 "(unset: the newest toi_*.csv of the shared data, if any)")
+    artifacts: str = _var("SKYSTREAM_ARTIFACTS", "var/artifacts", "where large alert figures are written")
+    alert_rare_threshold: float = _var("SKYSTREAM_ALERT_RARE_THRESHOLD", 0.8, "probability of the Other "
+                                       "group from which a spectrum raises a rare-composition alert", float)
+    shared_data: str | None = _var("SKYSTREAM_SHARED_DATA", None, "the shared data sets (SMASSII, SMASS I, TESS "
+                                   "light curves, TOI catalogue); set it when SkyStream is installed",
+                                   shown_default="../shared/data beside the source checkout, else ./shared/data")
+    # S3 (watcher, storage, registry). boto3 reads the credential chain and region itself.
+    s3_endpoint: str | None = _var("SKYSTREAM_S3_ENDPOINT", None, "S3 endpoint for SkyStream only (MinIO, moto, "
+                                   "...); unset: boto3's AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL")
+    s3_unsigned: str = _var("SKYSTREAM_S3_UNSIGNED", "auto", "1: unsigned S3 requests (public buckets), "
+                            "0: never, auto: when no credentials are found")
+    s3_rescan_seconds: float = _var("SKYSTREAM_S3_RESCAN_SECONDS", 3600.0,
+                                    "how often the S3 watcher lists the whole prefix", float)
+    aws_retry_mode: str = _var("AWS_RETRY_MODE", "standard", "botocore retry mode of SkyStream's S3 clients")
+    aws_max_attempts: int = _var("AWS_MAX_ATTEMPTS", 8, "attempts per S3 request", int)
+    # boto3 reads the keys itself; SkyStream reads them only to redact them from messages and logs.
+    aws_access_key_id: str | None = _var("AWS_ACCESS_KEY_ID", None, "AWS access key (boto3's credential chain)",
+                                         secret=True)
+    aws_secret_access_key: str | None = _var("AWS_SECRET_ACCESS_KEY", None, "AWS secret key (never logged)",
+                                             secret=True)
+    aws_session_token: str | None = _var("AWS_SESSION_TOKEN", None, "AWS session token (never logged)",
+                                         secret=True)
+
+    def secrets(self) -> list[str]:
+        """The values of the secret fields that are set (for redaction)."""
+        return [v for f in fields(self) if f.metadata["secret"] and (v := getattr(self, f.name))]
+
+
+def variables() -> list[Field]:
+    """Settings' fields; each one's ``metadata`` holds ``env``, ``default``, ``shown_default`` and ``help``."""
+    return list(fields(Settings))
+
+
+def environment_help() -> str:
+    """The environment variables with their defaults and help, for ``skystream --help``."""
+    lines = ["environment (empty counts as unset):"]
+    for f in variables():
+        m = f.metadata
+        lines.append(f"  {m['env']}  (default: {m['shown_default']})")
+        lines.extend(textwrap.wrap(m["help"], width=100, initial_indent=" " * 6, subsequent_indent=" " * 6))
+    return "\n".join(lines) + "\n"
+
+
+def child_environment(settings: Settings) -> dict[str, str]:
+    """The environment for a child SkyStream process that must see ``settings``: this process's
+    environment with every field set to its value in ``settings`` (unset when at its default)."""
+    env = dict(os.environ)
+    for f in variables():
+        value = getattr(settings, f.name)
+        if value is None or value == f.metadata["default"]:
+            env.pop(f.metadata["env"], None)
+        else:
+            env[f.metadata["env"]] = str(value)
+    return env
+
+
+def shared_data(settings: Settings | None = None) -> Path:
+    """Where the shared data sets live (SMASSII, SMASS I, TESS light curves, the TOI catalogue).
+
+    ``SKYSTREAM_SHARED_DATA``, else ``../shared/data`` beside the source checkout; an installed wheel
+    has no checkout, so then ``./shared/data`` (set the variable to put them elsewhere).
+    """
+    configured = (settings or Settings()).shared_data
+    if configured:
+        return Path(configured).expanduser()
+    if (CHECKOUT / "pyproject.toml").is_file():
+        return CHECKOUT.parent / "shared" / "data"
+    return Path.cwd() / "shared" / "data"
+

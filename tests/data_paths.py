@@ -1,4 +1,5 @@
-"""Where the shared real data lives for tests: ../shared/data beside the project root.
+"""Where the shared real data lives for tests: stream.settings.shared_data() ($SKYSTREAM_SHARED_DATA,
+else ../shared/data beside the project root).
 
 Tests import this (``from data_paths import SHARED_DATA, require_data``) and skip with a clear reason
 when a dataset is absent, instead of failing on a machine without it.
@@ -10,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from stream.settings import shared_data
+
+SHARED_DATA = shared_data()
 
 
 def data_path(relative: str) -> Path:
@@ -22,5 +25,6 @@ def require_data(relative: str) -> Path:
     """The path of ``relative`` under the shared data directory; skip the test when it is absent."""
     path = data_path(relative)
     if not path.exists():
-        pytest.skip(f"real data {relative!r} not found at {path} (expected ../shared/data beside the repo)")
+        pytest.skip(f"real data {relative!r} not found at {path} (set SKYSTREAM_SHARED_DATA, or put "
+                    "the data in ../shared/data beside the repo)")
     return path

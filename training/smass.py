@@ -91,9 +91,10 @@ import numpy as np
 
 from stream.errors import Rejected
 from stream.features import spectra
+from stream.settings import shared_data
 
 ORIGIN = "http://smass.mit.edu/smass.html (Bus & Binzel 2002, Icarus 158, 146): smass2data.tar.gz, Bus.Taxonomy.txt"
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "smass2"
+DEFAULT_DATA = shared_data() / "smass2"
 
 # Main groups in the convention of SCIENCE.md. Q (and unclassified "-") belong to none: such
 # spectra are left out of training (SMASSII holds no Q spectrum, so nothing is lost).

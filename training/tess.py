@@ -60,11 +60,12 @@ import numpy as np
 
 from stream.features.transits import GLOBAL_BINS, LOCAL_BINS, normalise_view
 from stream.scoring.transit_predictor import CLASSES, MODEL_NAME, SCALAR_FEATURES, scalar_features
+from stream.settings import shared_data
 
 log = logging.getLogger(__name__)
 
 TASK = "tess"
-DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tess" / "yu2019"
+DATA_DIR = shared_data() / "tess" / "yu2019"
 DATA_ORIGIN = "https://github.com/yuliang419/Astronet-Triage (astronet/tfrecord), Yu et al. 2019, AJ 158, 25"
 BUNDLED_REGISTRY = Path(__file__).resolve().parents[1] / "stream" / "bundled" / "registry"
 LABELS = {c: i for i, c in enumerate(CLASSES)}  # O (other) is left out

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
-# Spectra: an asteroid confidently outside the three big complexes (V, A, D, L, K, T, ... types) is
-# rare and worth a follow-up look; the threshold is an operator setting.
-RARE_GROUP_THRESHOLD = float(os.environ.get("SKYSTREAM_ALERT_RARE_THRESHOLD", "0.8"))
+from stream.settings import Settings
+
 INLINE_FIGURE_LIMIT = 256 * 1024
 
 
@@ -24,11 +22,14 @@ def _alert(prediction: dict[str, Any], reason: str, score: float, summary: str, 
     }
 
 
-def alerts_for(prediction: dict[str, Any]) -> list[dict[str, Any]]:
-    """Alert records for one prediction (usually none)."""
+def alerts_for(prediction: dict[str, Any], settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Alert records for one prediction (usually none); ``settings`` defaults to the environment now."""
+    settings = settings or Settings()
     if prediction["kind"] == "spectrum":
+        # An asteroid confidently outside the three big complexes (V, A, D, L, K, T, ... types) is
+        # rare and worth a follow-up look; the threshold is an operator setting.
         p = prediction["probabilities"].get("Other", 0.0)
-        if prediction["main_group"] == "Other" and p >= RARE_GROUP_THRESHOLD:
+        if prediction["main_group"] == "Other" and p >= settings.alert_rare_threshold:
             return [_alert(prediction, "rare-composition", p,
                            f"asteroid {prediction['object']}: {prediction['bus_class']}-type "
                            f"(Other group, p={p:.2f})")]
@@ -49,15 +50,16 @@ def alerts_for(prediction: dict[str, Any]) -> list[dict[str, Any]]:
     for a in found:
         signal = prediction["signals"][a["signal_index"]]
         png = diagnostic_png(data, signal, title=a["summary"][:110])
-        out.append(_alert(prediction, a["reason"], a["score"], a["summary"], **_store_figure(png, a, prediction)))
+        out.append(_alert(prediction, a["reason"], a["score"], a["summary"],
+                          **_store_figure(png, a, prediction, Path(settings.artifacts))))
     return out
 
 
-def _store_figure(png: bytes, alert: dict[str, Any], prediction: dict[str, Any]) -> dict[str, Any]:
+def _store_figure(png: bytes, alert: dict[str, Any], prediction: dict[str, Any], artifacts: Path) -> dict[str, Any]:
     """Inline when small (the usual case, ~tens of KB); else written to the artifact store by reference."""
     if len(png) <= INLINE_FIGURE_LIMIT:
         return {"figure_png": png}
-    root = Path(os.environ.get("SKYSTREAM_ARTIFACTS", "var/artifacts")).resolve() / "figures"
+    root = artifacts.resolve() / "figures"
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{prediction['prediction_id'][:16]}-{alert['signal_index']}.png"
     path.write_bytes(png)

@@ -13,23 +13,11 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from stream.settings import Settings
+from stream.settings import Settings, environment_help
 
 log = logging.getLogger("skystream")
 
-EPILOG = """\
-environment:
-  SKYSTREAM_BROKER      Kafka bootstrap servers (host:port[,host:port]); empty = embedded broker
-                        where a command may start one (demo, broker)
-  SKYSTREAM_REGISTRY    model registry directory or s3://bucket/prefix (default var/registry)
-  SKYSTREAM_STATE_DIR   local state: watcher ledger, worker data (default var/state)
-  SKYSTREAM_PARTITIONS  partitions per data topic when topics are created (default 4)
-  SKYSTREAM_REPLICATION_FACTOR  replication of created topics (default 1; 3 on a real cluster)
-  SKYSTREAM_WATCH_SOURCE  what `skystream watch` watches when no argument is given
-  SKYSTREAM_METRICS_PORT  port of /metrics (default: a free port, printed at start)
-  SKYSTREAM_KAFKA_SECURITY_PROTOCOL, _SASL_MECHANISM, _SASL_USERNAME, _SASL_PASSWORD, _SSL_CAFILE
-                        TLS/SASL for production Kafka clusters
-
+EPILOG = environment_help() + """
 quick start:
   skystream demo                       stream the bundled/real inputs end to end and print predictions
   skystream score a000001.[2] x.fits   score files offline, one JSON line each
@@ -84,7 +72,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                        description="Watch SOURCE (a directory tree, or s3://bucket/prefix) and publish one "
                        "file event per complete file with new content, including files already there. "
                        "Files that are neither spectra nor light curves go to the dead-letter topic.")
-    p.add_argument("source", nargs="?", default=os.environ.get("SKYSTREAM_WATCH_SOURCE"),
+    p.add_argument("source", nargs="?",
                    help="directory or s3://bucket/prefix (default: $SKYSTREAM_WATCH_SOURCE)")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between polls (default 2)")
     p.add_argument("--settle", type=float, default=1.0,
@@ -199,7 +187,7 @@ def make_source(uri: str, settings: Settings, settle: float = 1.0):  # noqa: ANN
     if uri.startswith("s3://"):
         from stream.ingest.s3 import S3Source
 
-        return S3Source(uri, state_dir=settings.state_dir)
+        return S3Source(uri, state_dir=settings.state_dir, settings=settings)
     from stream.ingest.sources import DirectorySource
 
     path = Path(uri)
@@ -217,10 +205,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     settings = Settings()
     broker = _require_broker(args, settings)
-    if not args.source:
+    source_uri = args.source or settings.watch_source
+    if not source_uri:
         sys.exit("watch: give a directory or s3://bucket/prefix (or set SKYSTREAM_WATCH_SOURCE)")
     port = metrics.serve(_metrics_port(args, settings))
-    source = make_source(args.source, settings, args.settle)
+    source = make_source(source_uri, settings, args.settle)
     log.info("watching %s; metrics on :%d", source.name, port)
 
     async def main() -> None:

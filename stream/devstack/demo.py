@@ -44,7 +44,7 @@ def run_demo(args: argparse.Namespace) -> int:
             raise SystemExit(f"demo: --source {args.source} is not a directory")
         inputs, origin = args.source.resolve(), f"files under {args.source.resolve()}"
     else:
-        inputs, origin = demo_inputs(workdir, args.limit)
+        inputs, origin = demo_inputs(workdir, args.limit, settings)
     print(f"inputs: {origin}")
     broker = args.broker or settings.broker
     print(f"broker: {broker or 'embedded tansu on loopback (in-memory)'}; workers: {args.workers}; "

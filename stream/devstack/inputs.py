@@ -1,6 +1,7 @@
 """Inputs for the demo: the real SMASSII archive when there is one, else clearly simulated spectra.
 
-Order of preference: a directory the user names; the archive in ../shared/data beside the checkout;
+Order of preference: a directory the user names; the archive in the shared data directory
+(``stream.settings.shared_data()``: $SKYSTREAM_SHARED_DATA, else ../shared/data beside the checkout);
 the public archive downloaded from its origin with its checksum verified; simulated SMASS-format
 spectra (never presented as real).
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import shutil
 import tarfile
 import urllib.request
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED_DATA = Path(os.environ.get("SKYSTREAM_SHARED_DATA") or REPO.parent / "shared" / "data")
+from stream.settings import Settings, shared_data
+
 SMASS_ARCHIVE = "smass2/smass2data.tar.gz"
 TESS_LC = "tess/lc"
 # The origin named by the data set's README; this path could not be checked from the build machines
@@ -49,18 +49,19 @@ def _unpack(archive: bytes, dest: Path, limit: int | None) -> int:
     return n
 
 
-def demo_inputs(workdir: Path, limit: int | None = None) -> tuple[Path, str]:
+def demo_inputs(workdir: Path, limit: int | None = None, settings: Settings | None = None) -> tuple[Path, str]:
     """(directory of inputs, a sentence saying where they came from)."""
     dest = workdir / "inputs"
     if dest.exists():
         shutil.rmtree(dest)
-    local = SHARED_DATA / SMASS_ARCHIVE
+    data = shared_data(settings)
+    local = data / SMASS_ARCHIVE
     if local.exists():
         n = _unpack(local.read_bytes(), dest, limit)
-        curves = sorted((SHARED_DATA / TESS_LC).glob("*.fits")) if (SHARED_DATA / TESS_LC).is_dir() else []
+        curves = sorted((data / TESS_LC).glob("*.fits")) if (data / TESS_LC).is_dir() else []
         for f in curves:  # copied: the watcher never follows a link out of its directory
             shutil.copy(f, dest / f.name)
-        tess = f" and {len(curves)} real TESS light curves from {SHARED_DATA / TESS_LC}" if curves else ""
+        tess = f" and {len(curves)} real TESS light curves from {data / TESS_LC}" if curves else ""
         return dest, f"{n} real SMASSII spectra (Bus & Binzel 2002) from {local}{tess}"
     try:
         with urllib.request.urlopen(SMASS_URL, timeout=10) as resp:
@@ -73,7 +74,7 @@ def demo_inputs(workdir: Path, limit: int | None = None) -> tuple[Path, str]:
     except Exception as exc:  # offline, or the archive changed: fall back, and say so
         n = write_simulated_spectra(dest, limit or 400)
         return dest, (f"{n} SIMULATED SMASS-format spectra (not real data: the SMASSII archive was not found "
-                      f"in {SHARED_DATA} and could not be downloaded: {exc})")
+                      f"in {data} (set SKYSTREAM_SHARED_DATA) and could not be downloaded: {exc})")
 
 
 # Rough reflectance shapes of the main groups over 0.435-0.925 um, normalised at 0.55 um: a slope

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer
 import schemas
 from stream.runtime.embedded_broker import EmbeddedBroker, free_port
 from stream.runtime.kafka import bootstrap_servers, ensure_topics
-from stream.settings import TOPICS, Settings
+from stream.settings import TOPICS, Settings, child_environment
 
 
 class LocalStack:
@@ -51,12 +51,8 @@ class LocalStack:
         return self._broker or self._embedded.bootstrap  # type: ignore[union-attr]
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(SKYSTREAM_BROKER=self.broker, SKYSTREAM_STATE_DIR=str(self.state_dir),
-                   SKYSTREAM_PARTITIONS=str(self.partitions), SKYSTREAM_APP_ID=self.app_id)
-        if self.registry:
-            env["SKYSTREAM_REGISTRY"] = self.registry
-        return env
+        """The workers' environment: this process's, with the stack's settings."""
+        return child_environment(self.settings())
 
     @property
     def broker_pid(self) -> int | None:

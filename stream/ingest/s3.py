@@ -1,6 +1,7 @@
 """S3 access for the watcher, the workers and the model registry (boto3).
 
-Configuration (environment; nothing S3-specific lives in Settings):
+Configuration (environment variables, read through ``stream.settings.Settings``: ``client()`` and
+``S3Source`` take ``settings=``, else read it when called):
 
 - Credentials: the standard AWS chain (env vars, shared config/credentials files, SSO, container
   and instance roles). Nothing of it is ever logged or put in a message.
@@ -48,9 +49,11 @@ from botocore.utils import parse_timestamp
 
 from stream.errors import Rejected
 from stream.ingest.sources import Candidate
+from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Variable names, for messages and tests (their values are read by Settings).
 ENV_ENDPOINT = "SKYSTREAM_S3_ENDPOINT"
 ENV_UNSIGNED = "SKYSTREAM_S3_UNSIGNED"
 ENV_RESCAN = "SKYSTREAM_S3_RESCAN_SECONDS"
@@ -94,7 +97,7 @@ def _remember_secrets(*values: str | None) -> None:
 def redact(text: str) -> str:
     """``text`` without credentials: URL user-info, signed-URL parameters, access key ids, and any
     secret this process has loaded (so an error message quoting one cannot leak it)."""
-    _remember_secrets(*(os.environ.get(v) for v in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")))
+    _remember_secrets(*Settings().secrets())
     for secret in sorted(_known_secrets, key=len, reverse=True):
         text = text.replace(secret, "***")
     text = _USERINFO.sub(r"\1***@", text)
@@ -144,8 +147,8 @@ def _after_fork() -> None:
 os.register_at_fork(after_in_child=_after_fork)
 
 
-def _unsigned_from_env() -> bool | None:
-    value = (os.environ.get(ENV_UNSIGNED) or "auto").strip().lower()
+def _unsigned_setting(settings: Settings) -> bool | None:
+    value = settings.s3_unsigned.strip().lower()
     if value in ("1", "true", "yes", "on"):
         return True
     if value in ("0", "false", "no", "off"):
@@ -185,17 +188,21 @@ def _timestamp(value: str) -> datetime:
         return parse_timestamp(value)
 
 
-def client(*, unsigned: bool | None = None, endpoint_url: str | None = None, region: str | None = None) -> Any:
+def client(*, unsigned: bool | None = None, endpoint_url: str | None = None, region: str | None = None,
+           settings: Settings | None = None) -> Any:
     """A boto3 S3 client, cached per configuration (boto3 clients are thread-safe).
 
-    ``unsigned=None`` follows ``SKYSTREAM_S3_UNSIGNED`` (auto: unsigned when no credentials)."""
+    ``unsigned=None`` follows ``SKYSTREAM_S3_UNSIGNED`` (auto: unsigned when no credentials);
+    ``settings`` defaults to the environment now."""
+    settings = settings or Settings()
+    _remember_secrets(*settings.secrets())
     if unsigned is None:
-        unsigned = _unsigned_from_env()
+        unsigned = _unsigned_setting(settings)
     if unsigned is None:
         unsigned = not credentials_available()
-    endpoint_url = endpoint_url or os.environ.get(ENV_ENDPOINT) or None
-    mode = os.environ.get("AWS_RETRY_MODE") or "standard"
-    attempts = int(os.environ.get("AWS_MAX_ATTEMPTS") or 8)
+    endpoint_url = endpoint_url or settings.s3_endpoint
+    mode = settings.aws_retry_mode
+    attempts = settings.aws_max_attempts
     key = (unsigned, endpoint_url, region, mode, attempts)
     with _lock:
         found = _clients.get(key)
@@ -428,13 +435,15 @@ class S3Source:
         page_size: int = 1000,
         full_rescan_seconds: float | None = None,
         incremental: bool = True,
+        settings: Settings | None = None,
     ) -> None:
+        settings = settings or Settings()
         self.bucket, self.prefix = parse_uri(uri)
         self.name = f"s3://{self.bucket}/{self.prefix}"
-        self._s3 = s3 or client(unsigned=unsigned)
+        self._s3 = s3 or client(unsigned=unsigned, settings=settings)
         self.page_size = page_size
         if full_rescan_seconds is None:
-            full_rescan_seconds = float(os.environ.get(ENV_RESCAN) or 3600)
+            full_rescan_seconds = settings.s3_rescan_seconds
         # 0: every scan is a full listing; float("inf"): only the first
         self.full_rescan_seconds = full_rescan_seconds
         self.incremental = incremental

@@ -9,13 +9,13 @@ a short wait costs it only a few more idle fetch requests per second.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-FETCH_MAX_WAIT_MS = int(os.environ.get("SKYSTREAM_FETCH_MAX_WAIT_MS", "50"))
+from stream.settings import Settings
+
 SCHEME = "skystream-kafka"
 
 
@@ -23,7 +23,7 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # aiokafka hands this to its Fetcher at start(); Faust offers no setting for it.
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        consumer._fetch_max_wait_ms = Settings().fetch_max_wait_ms
         return consumer
 
 

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
+from stream.settings import shared_data
+
 __all__ = ["PERIOD_TOLERANCE", "TOI", "TOICatalog", "load_default"]
 
 # One sector measures a period to ~0.1-0.5 %; catalogue periods are long-baseline means, which in
@@ -33,7 +35,7 @@ PERIOD_TOLERANCE = 0.02
 ALIAS_TOLERANCE = 0.01  # and an alias must also share the TOI's transit times
 ALIASES = ((2.0, "2x alias"), (0.5, "1/2x alias"))
 BTJD_OFFSET = 2457000.0
-DEFAULT_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tess" / "catalogs"
+DEFAULT_DIR = shared_data() / "tess" / "catalogs"
 _COLUMNS = ["toi", "tid", "tfopwg_disp", "pl_orbper", "pl_orbpererr1", "pl_tranmid", "pl_tranmiderr1",
             "pl_trandurh", "pl_trandep"]
 
