@@ -95,7 +95,7 @@ from stream.features import spectra
 ORIGIN = "http://smass.mit.edu/smass.html (Bus & Binzel 2002, Icarus 158, 146): smass2data.tar.gz, Bus.Taxonomy.txt"
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "smass2"
 
-# Main groups in the convention of SCIENCE.md. Q (and unclassified "-") belong to none: such
+# Main groups as in docs/science.md. Q (and unclassified "-") belong to none: such
 # spectra are left out of training (SMASSII holds no Q spectrum, so nothing is lost).
 MAIN_GROUPS: dict[str, tuple[str, ...]] = {
     "C": ("B", "C", "Cb", "Cg", "Cgh", "Ch"),
