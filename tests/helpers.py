@@ -8,15 +8,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``predicate`` every 0.25 s; AssertionError naming ``what`` after ``timeout`` seconds."""
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.25) -> T:
+    """Poll ``predicate`` every ``interval`` seconds until it returns something truthy, and return that;
+    AssertionError naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while not (result := predicate()):
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.25)
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+    return result
 
 
 def load_module(path: Path) -> ModuleType:

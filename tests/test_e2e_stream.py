@@ -2,24 +2,24 @@
 
 Every real SMASSII file in gives exactly one distinct prediction out; every bad file gives one dead
 letter with a reason; the workers survive bad input; two workers split the partitions; and a worker
-killed mid-stream (SIGKILL, no goodbye) loses nothing: its partitions move to the other worker,
-which replays what was not committed, with identical results.
+killed mid-stream (SIGKILL, no goodbye) loses nothing: the other worker and its restarted successor
+replay what was not committed, with identical results.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import hashlib
 import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from helpers import wait_until
 
 import schemas
 from stream.devstack.localstack import Collected, LocalStack, collect
@@ -39,6 +39,18 @@ def _metric(port: int, name: str) -> dict[str, float]:
     return out
 
 
+def _scored(*ports: int) -> float:
+    """Predictions the workers behind ``ports`` have made so far (their score-stage "ok" counters)."""
+    return sum(v for port in ports for k, v in _metric(port, "skystream_messages_processed_total").items()
+               if 'agent="score"' in k and 'outcome="ok"' in k)
+
+
+def _snapshot(stack: LocalStack, at_least: int) -> Collected:
+    """What is on the output topics now: read from the start until ``at_least`` predictions (a count
+    known to be there already) have arrived; each read takes everything available, up to 2000."""
+    return asyncio.run(collect(stack.broker, lambda c: len(c.predictions) >= at_least, 60))
+
+
 def _watch_once(stack: LocalStack, directory: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "stream.cli", "watch", str(directory), "--once", "--settle", "0",
@@ -56,9 +68,9 @@ def test_stream_end_to_end(tmp_path: Path, smass_dir: Path, bad_files: dict[str,
     second.mkdir()
     half = len(spectra) // 2
     for f in spectra[:half]:
-        os.symlink(f, first / f.name)
+        shutil.copy(f, first / f.name)
     for f in spectra[half:]:
-        os.symlink(f, second / f.name)
+        shutil.copy(f, second / f.name)
     for name in bad_files:
         shutil.copy(tmp_path / "bad" / name, first / name)
 
@@ -74,21 +86,39 @@ def test_stream_end_to_end(tmp_path: Path, smass_dir: Path, bad_files: dict[str,
         got = asyncio.run(collect(stack.broker, lambda c: len(c.outcomes()) >= expected_first, 120))
         assert len(got.outcomes()) >= expected_first
 
-        done_a = sum(v for k, v in _metric(port_a, "skystream_messages_processed_total").items() if "score" in k)
-        done_b = sum(v for k, v in _metric(port_b, "skystream_messages_processed_total").items() if "score" in k)
+        done_a, done_b = _scored(port_a), _scored(port_b)
         assert done_a > 0 and done_b > 0, f"partitions not split: worker A scored {done_a}, B {done_b}"
         assert a.poll() is None and b.poll() is None, "a worker died on bad input"
 
-        # Kill worker A without warning while the second half streams in.
-        _watch_once(stack, second)
-        time.sleep(0.3)
+        # Kill worker A without warning while the second half streams in: once the workers have
+        # scored some of it, and (checked right after) before all of it had predictions.
+        watch_log = tmp_path / "watch-second.log"
+        with watch_log.open("wb") as log:
+            watcher = subprocess.Popen(
+                [sys.executable, "-m", "stream.cli", "watch", str(second), "--once", "--settle", "0",
+                 "--metrics-port", "0"], env=stack.env(), stdout=log, stderr=subprocess.STDOUT)
+        first_half = int(done_a + done_b)
+        wait_until(lambda: _scored(port_a, port_b) > first_half, 240, "the workers to score part of the second half",
+                   interval=0.05)
         a.send_signal(signal.SIGKILL)
         a.wait()
-        total = len(spectra) + len(bad_files)
-        out: Collected = asyncio.run(collect(stack.broker, lambda c: len(c.outcomes()) >= total, 240))
-        assert b.poll() is None, "the surviving worker stopped"
+        # Read at once: the killed worker's partitions wait for the group to notice (its session timeout).
+        at_kill = {p["file_id"] for p in _snapshot(stack, first_half + 1).predictions}
+        assert half < len(at_kill) < len(spectra), f"killed with {len(at_kill)} of {len(spectra)} predicted"
+        assert watcher.wait(300) == 0, watch_log.read_text()
+
+        # A supervisor restarts the killed worker; between them the two replay what A left uncommitted.
+        restarted = stack.start_worker()
+        out: Collected = asyncio.run(collect(stack.broker, lambda c: _resolved(c) >= len(spectra) + len(bad_files),
+                                             240))
+        assert b.poll() is None and restarted.poll() is None, "a worker stopped after the kill"
 
     _check_messages(out, spectra, bad_files)
+
+
+def _resolved(out: Collected) -> int:
+    """Input files with an outcome so far: a prediction or a dead letter."""
+    return len({p["file_id"] for p in out.predictions} | {Path(r["uri"]).name for r in out.rejected})
 
 
 def _check_messages(out: Collected, spectra: list[Path], bad_files: dict[str, set[str]]) -> None:
@@ -106,6 +136,13 @@ def _check_messages(out: Collected, spectra: list[Path], bad_files: dict[str, se
         distinct = {(p["prediction_id"], p["main_group"], p["bus_class"], tuple(sorted(p["probabilities"].items())))
                     for p in preds}
         assert len(distinct) == 1, f"{name}: {len(distinct)} different predictions"
+    # Keyed by content: one file_id per spectrum, and every copy of its prediction is the same message.
+    by_id: dict[str, list[dict]] = defaultdict(list)
+    for p in out.predictions:
+        by_id[p["file_id"]].append(p)
+    assert set(by_id) == {hashlib.sha256(f.read_bytes()).hexdigest() for f in spectra}
+    for file_id, preds in by_id.items():
+        assert all(p == preds[0] for p in preds), f"{file_id}: replayed predictions differ"
     for preds in by_file.values():
         p = preds[0]
         assert p["main_group"] in {"C", "S", "X", "Other"}
@@ -131,7 +168,7 @@ def test_graceful_restart_mid_stream_loses_nothing(tmp_path: Path, smass_dir: Pa
     inputs = tmp_path / "in"
     inputs.mkdir()
     for f in spectra:
-        os.symlink(f, inputs / f.name)
+        shutil.copy(f, inputs / f.name)
 
     with LocalStack(state_dir=tmp_path / "state", registry=str(registry), partitions=4) as stack:
         first = stack.start_worker()
@@ -139,15 +176,10 @@ def test_graceful_restart_mid_stream_loses_nothing(tmp_path: Path, smass_dir: Pa
         _watch_once(stack, inputs)
         # Stop it once it has scored part of the stream, with the rest still coming.
         port = stack.worker_metrics_ports[0]
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            done = sum(v for k, v in _metric(port, "skystream_messages_processed_total").items() if "score" in k)
-            if done >= 100:
-                break
-            time.sleep(0.05)
+        scored = wait_until(lambda: (n := _scored(port)) >= 100 and n, 120, "100 scored spectra", interval=0.05)
         first.send_signal(signal.SIGTERM)
         assert first.wait(60) is not None
-        partial = asyncio.run(collect(stack.broker, lambda c: False, 3))
+        partial = _snapshot(stack, int(scored))
         assert len({p["file_id"] for p in partial.predictions}) < len(spectra), "stopped too late to test"
 
         stack.start_worker()

@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer
 from conftest import BAD_FILES
-from helpers import load_module
+from helpers import load_module, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 import schemas
@@ -57,15 +57,6 @@ MORE_BAD_FILES = {
 
 local_prometheus = load_module(ROOT / "deploy" / "prometheus" / "local_prometheus.py")
 dashboards = load_module(ROOT / "deploy" / "grafana" / "build_dashboards.py")
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, poll: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(poll)
-    return result
 
 
 def scrape(port: int, name: str) -> float:

@@ -5,6 +5,7 @@ with the checksum checked, refuse corrupt files and overwrites, promote, roll ba
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -227,3 +228,33 @@ def test_announce_is_a_no_op_without_a_broker(monkeypatch):
     from stream.models.announce import announce
 
     assert announce(Settings(), record) is False
+
+
+# A POSIX absolute or home-relative path with at least one directory: "/work/x", "~/data/y", "--out=/tmp/z".
+ABSOLUTE_PATH = re.compile(r"(?:^|[\s=(])~?/[\w.-]+/")
+
+
+def _strings(node) -> list[str]:  # noqa: ANN001
+    """Every string value (not key) in a JSON document."""
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict):
+        return [s for v in node.values() for s in _strings(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in _strings(v)]
+    return []
+
+
+def test_bundled_metadata_records_provenance_not_machine_paths():
+    """Shipped model metadata names its data by origin, file names and hashes: a path of the machine
+    that trained it (/work, /root, /tmp, a home directory) means nothing to whoever installs the model."""
+    from stream.models.registry import BUNDLED
+
+    files = sorted(Path(BUNDLED).glob("*/*/metadata.json"))
+    assert {f.parts[-3] for f in files} >= {"smass", "tess"}
+    for f in files:
+        meta = json.loads(f.read_text())
+        absolute = [s for s in _strings(meta) if ABSOLUTE_PATH.search(s)]
+        assert not absolute, f"{f}: absolute paths {absolute}"
+        data = meta.get("training_data") or meta.get("data")
+        assert data["origin"] and data["sha256"], f"{f}: no data origin or hash"

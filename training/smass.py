@@ -96,7 +96,7 @@ from stream.settings import shared_data
 ORIGIN = "http://smass.mit.edu/smass.html (Bus & Binzel 2002, Icarus 158, 146): smass2data.tar.gz, Bus.Taxonomy.txt"
 DEFAULT_DATA = shared_data() / "smass2"
 
-# Main groups in the convention of SCIENCE.md. Q (and unclassified "-") belong to none: such
+# Main groups as in docs/science.md. Q (and unclassified "-") belong to none: such
 # spectra are left out of training (SMASSII holds no Q spectrum, so nothing is lost).
 MAIN_GROUPS: dict[str, tuple[str, ...]] = {
     "C": ("B", "C", "Cb", "Cg", "Cgh", "Ch"),
@@ -674,8 +674,10 @@ def build_metadata(data: SmassData, cfg: ModelConfig, args: argparse.Namespace, 
         "seeds": {"seed": args.seed, "cv_split_seed": args.seed},
         "config": dataclasses.asdict(cfg),
         "code": {"git": code_version(), "sha256": _file_sha256(here, here.parents[1] / "stream" / "spectra.py"),
-                 "command": " ".join(["skystream", "train", "smass", *sys.argv[3:]])
-                 if sys.argv[1:3] == ["train", "smass"] else " ".join(sys.argv)},
+                 # Absolute paths in the arguments are this machine's, not provenance: keep their names.
+                 "command": " ".join(Path(a).name if Path(a).is_absolute() else a for a in (
+                     ["skystream", "train", "smass", *sys.argv[3:]]
+                     if sys.argv[1:3] == ["train", "smass"] else sys.argv))},
         "libraries": library_versions(),
         "training_seconds": round(seconds, 1),
     }

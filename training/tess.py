@@ -541,8 +541,10 @@ def run(args: argparse.Namespace) -> int:
             "flip_average": args.flip_average,
             "history": result["history"],
         },
-        "data": {"path": str(args.data), "sha256": data_hash(all_shards), "origin": DATA_ORIGIN,
-                 "shards": [p.name for p in all_shards]},
+        # Provenance, not this machine's path: the dataset's name, origin and per-shard hashes.
+        "data": {"name": args.data.name, "sha256": data_hash(all_shards), "origin": DATA_ORIGIN,
+                 "shards": [p.name for p in all_shards],
+                 "shard_sha256": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in all_shards}},
         "onnx_check": check,
         "smoke_test": smoke,
         "drift_reference": drift_reference(result["train_d"], result["val_probs"]),

@@ -75,7 +75,7 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         # Short group timeouts: with the defaults a worker needs 30-110 s to join a group on the
-        # embedded broker (ENVIRONMENT.md); these keep rebalances to seconds on any Kafka.
+        # embedded broker (docs/embedded-broker.md); these keep rebalances to seconds on any Kafka.
         broker_session_timeout=6.0,
         broker_rebalance_timeout=6.0,
         broker_heartbeat_interval=1.0,

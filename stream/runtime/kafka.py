@@ -71,7 +71,7 @@ async def ensure_topics(bootstrap: str, settings: Settings, timeout: float = 30.
 
 async def read_to_end(consumer: Any, parts: list[Any]) -> bool:
     """Whether an assigned consumer has read every partition up to the high watermark its last fetch
-    reported. Fetch answers are right where ListOffsets can be stale (ENVIRONMENT.md, tansu defect 1),
+    reported. Fetch answers are right where ListOffsets can be stale (docs/embedded-broker.md, defect 1),
     so replays end on this rather than on end_offsets()."""
     for tp in parts:
         mark = consumer.highwater(tp)

@@ -20,9 +20,10 @@ light curve for ours and each reference, wall clock and CPU time of this process
 ratios, known periods recovered by each) and where our time goes (cProfile; the profiler
 inflates Python-heavy code such as astropy's FITS headers relative to C loops such as BLS).
 
-    .venv/bin/python tests/benchmarks/bench_tess_speed.py [--repeat 3]
+    deploy/local/bench-env.sh   # once: .venv-bench, the serving side plus a pinned lightkurve
+    .venv-bench/bin/python tests/benchmarks/bench_tess_speed.py [--repeat 3]
 
-Needs the optional extra: pip install -e '.[bench]' (lightkurve).
+lightkurve is kept out of the project's .venv (docs/benchmarks.md says why).
 """
 
 from __future__ import annotations
@@ -99,7 +100,10 @@ def main() -> int:
     try:
         import lightkurve  # noqa: F401
     except ImportError:
-        raise SystemExit("lightkurve is needed for the reference: pip install -e '.[bench]'") from None
+        raise SystemExit("lightkurve is needed for the reference pipelines and lives in its own environment:\n"
+                         "  deploy/local/bench-env.sh\n"
+                         f"  .venv-bench/bin/python {Path(__file__).relative_to(ROOT)} {' '.join(sys.argv[1:])}"
+                         ) from None
     try:
         from stream.models.registry import BUNDLED, LocalRegistry
         from stream.scoring.onnx_model import OnnxModel
