@@ -673,7 +673,8 @@ def build_metadata(data: SmassData, cfg: ModelConfig, args: argparse.Namespace, 
                        "atol": 1e-4, "objects": [data.objects[i] for i in smoke_idx]},
         "seeds": {"seed": args.seed, "cv_split_seed": args.seed},
         "config": dataclasses.asdict(cfg),
-        "code": {"git": code_version(), "sha256": _file_sha256(here, here.parents[1] / "stream" / "spectra.py"),
+        "code": {"git": code_version(),
+                 "sha256": _file_sha256(here, here.parents[1] / "stream" / "features" / "spectra.py"),
                  # Absolute paths in the arguments are this machine's, not provenance: keep their names.
                  "command": " ".join(Path(a).name if Path(a).is_absolute() else a for a in (
                      ["skystream", "train", "smass", *sys.argv[3:]]
