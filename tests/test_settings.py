@@ -21,6 +21,7 @@ SAMPLES = {
     "state_dir": ("/srv/skystream/state", Path("/srv/skystream/state")),
     "partitions": ("12", 12),
     "replication_factor": ("3", 3),
+    "min_insync_replicas": ("2", 2),
     "app_id": ("skystream-prod", "skystream-prod"),
     "metrics_port": ("9400", 9400),
     "watch_source": ("s3://stpubdata/tess/public/", "s3://stpubdata/tess/public/"),

@@ -43,8 +43,33 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
     return kw
 
 
+def min_insync_replicas(settings: Settings) -> int | None:
+    """``min.insync.replicas`` for the topics SkyStream creates, or None on a single replica.
+
+    With producers on ``acks=all`` this is what makes a write durable: the leader acknowledges only
+    once this many replicas have it (2 of 3 survives one broker down). Never above the replication.
+    """
+    rf = settings.replication_factor
+    if rf <= 1:
+        return None
+    return min(settings.min_insync_replicas, rf)
+
+
+def topic_specs(settings: Settings, existing: set[str] | frozenset[str] = frozenset()) -> list[NewTopic]:
+    """The SkyStream topics not in ``existing``, with their partitions, replication and configs."""
+    isr = min_insync_replicas(settings)
+    configs = {"min.insync.replicas": str(isr)} if isr else {}
+    # Models and labels are low-volume control topics; one partition keeps them ordered.
+    return [
+        NewTopic(name, 1 if key in ("models", "labels") else settings.partitions, settings.replication_factor,
+                 topic_configs=dict(configs))
+        for key, name in TOPICS.items() if name not in existing
+    ]
+
+
 async def ensure_topics(bootstrap: str, settings: Settings, timeout: float = 30.0) -> None:
-    """Create every SkyStream topic that does not exist yet (idempotent)."""
+    """Create every SkyStream topic that does not exist yet (idempotent; existing topics keep their
+    configuration): ``settings.replication_factor`` replicas, ``min.insync.replicas`` when replicated."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(bootstrap), **client_kwargs(settings))
     deadline = time.monotonic() + timeout
     while True:
@@ -57,12 +82,7 @@ async def ensure_topics(bootstrap: str, settings: Settings, timeout: float = 30.
             await asyncio.sleep(0.5)
     try:
         existing = set(await admin.list_topics())
-        # Models and labels are low-volume control topics; one partition keeps them ordered.
-        wanted = [
-            NewTopic(name, 1 if key in ("models", "labels") else settings.partitions, settings.replication_factor)
-            for key, name in TOPICS.items() if name not in existing
-        ]
-        for t in wanted:
+        for t in topic_specs(settings, existing):
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics([t])
     finally:

@@ -17,6 +17,7 @@ Origin of the default table: https://exoplanetarchive.ipac.caltech.edu (TOI tabl
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ ALIAS_TOLERANCE = 0.01  # and an alias must also share the TOI's transit times
 ALIASES = ((2.0, "2x alias"), (0.5, "1/2x alias"))
 BTJD_OFFSET = 2457000.0
 DEFAULT_DIR = shared_data() / "tess" / "catalogs"
+log = logging.getLogger(__name__)
 _COLUMNS = ["toi", "tid", "tfopwg_disp", "pl_orbper", "pl_orbpererr1", "pl_tranmid", "pl_tranmiderr1",
             "pl_trandurh", "pl_trandep"]
 
@@ -137,8 +139,15 @@ class TOICatalog:
 
 
 def load_default(path: str | None = None) -> TOICatalog | None:
-    """The configured TOI table, else the newest ``toi_*.csv`` in ../shared/data/tess/catalogs, else None."""
-    if path:
+    """The configured TOI table (a CSV file, or a directory: its newest ``toi_*.csv``), else the newest
+    ``toi_*.csv`` in ../shared/data/tess/catalogs, else None with a warning."""
+    if path and not Path(path).is_dir():
         return TOICatalog.from_csv(path)
-    found = sorted(DEFAULT_DIR.glob("toi_*.csv")) if DEFAULT_DIR.is_dir() else []
-    return TOICatalog.from_csv(found[-1]) if found else None
+    where = Path(path) if path else DEFAULT_DIR
+    found = sorted(where.glob("toi_*.csv")) if where.is_dir() else []
+    if found:
+        return TOICatalog.from_csv(found[-1])
+    # Loud: without the table every signal of a known planet is alerted as a new candidate.
+    log.warning("NO TOI TABLE: no toi_*.csv in %s; every known TOI will be alerted as NEW. "
+                "Set SKYSTREAM_TOI_TABLE to the NASA Exoplanet Archive TOI CSV (or a directory holding it).", where)
+    return None
