@@ -25,6 +25,7 @@ import struct
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import fastavro
@@ -63,7 +64,7 @@ class SchemaError(ValueError):
     """A message does not match its schema, or bytes are not a SkyStream message."""
 
 
-def _avsc(name: str, version: int | None) -> Any:
+def _avsc(name: str, version: int | None) -> Traversable:
     try:
         file = _FILES[name]
     except KeyError:
