@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +12,34 @@ from stream.settings import Settings
 INLINE_FIGURE_LIMIT = 256 * 1024
 
 
-def _alert(prediction: dict[str, Any], reason: str, score: float, summary: str, **extra: Any) -> dict[str, Any]:
+_TRANSIT_FIELDS = ("period_days", "epoch_btjd", "duration_hours", "depth_ppm", "snr", "n_transits",
+                   "planet_radius_earth", "triage_probability", "planet_probability", "known_toi")
+_SPECTRUM_FIELDS = ("main_group", "probabilities", "bus_class", "bus_probability")
+_TARGET_FIELDS = ("observation_start", "observation_end", "tic_id", "sector", "ra_deg", "dec_deg", "tmag",
+                  "asteroid_number", "designation")
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _alert(prediction: dict[str, Any], reason: str, score: float, summary: str,
+           signal: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """An Alert record (schemas/avro/alert.avsc): the prediction's numbers, and the signal's for a transit.
+
+    Everything but ``alerted_at`` follows from the prediction, so a replay gives the same content.
+    """
     alert_id = hashlib.sha256(f"{prediction['prediction_id']}:{reason}".encode()).hexdigest()
+    spectrum = prediction["kind"] == "spectrum"
     return {
         "alert_id": alert_id, "prediction_id": prediction["prediction_id"], "file_id": prediction["file_id"],
         "kind": prediction["kind"], "object": prediction["object"], "source": prediction["source"],
         "reason": reason, "score": float(score), "summary": summary, "model": prediction["model"],
         "model_version": prediction["model_version"], "figure_uri": extra.get("figure_uri"),
-        "figure_png": extra.get("figure_png"),
+        "figure_png": extra.get("figure_png"), "alerted_at": _now_iso(),
+        **{k: prediction.get(k) for k in _TARGET_FIELDS},
+        **{k: (signal or {}).get(k) for k in _TRANSIT_FIELDS},
+        **{k: prediction.get(k) if spectrum else None for k in _SPECTRUM_FIELDS},
     }
 
 
@@ -50,7 +71,7 @@ def alerts_for(prediction: dict[str, Any], settings: Settings | None = None) -> 
     for a in found:
         signal = prediction["signals"][a["signal_index"]]
         png = diagnostic_png(data, signal, title=a["summary"][:110])
-        out.append(_alert(prediction, a["reason"], a["score"], a["summary"],
+        out.append(_alert(prediction, a["reason"], a["score"], a["summary"], signal,
                           **_store_figure(png, a, prediction, Path(settings.artifacts))))
     return out
 

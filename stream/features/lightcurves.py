@@ -48,7 +48,10 @@ _STAR_RANGES = {
     "TEFF": (500.0, 100_000.0),
     "RADIUS": (0.01, 2000.0),
     "LOGG": (-2.0, 10.0),
+    "RA_OBJ": (0.0, 360.0),
+    "DEC_OBJ": (-90.0, 90.0),
 }
+BTJD_OFFSET = 2457000.0  # BTJD = BJD_TDB - 2457000 (TESS Science Data Products Description)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class LightCurve:
     teff_k: float | None = None
     radius_rsun: float | None = None
     logg: float | None = None
+    ra_deg: float | None = None  # header RA_OBJ/DEC_OBJ: ICRS, degrees
+    dec_deg: float | None = None
     flux_column: str = "PDCSAP_FLUX"
     n_cadences: int = 0  # rows in the file(s), valid or not
     cadence_days: float = 2.0 / 1440.0
@@ -82,6 +87,19 @@ class LightCurve:
     @property
     def object(self) -> str:
         return f"TIC {self.tic_id}"
+
+
+def btjd_to_utc_iso(btjd: float | None) -> str | None:
+    """ISO 8601 UTC ("...Z", milliseconds) of a BTJD time; None stays None.
+
+    The TDB -> UTC scale change is exact; the time stays barycentric (the light-travel time to
+    the spacecraft, up to ~8 min, is not undone): right for telling when a light curve was taken.
+    """
+    if btjd is None:
+        return None
+    from astropy.time import Time  # lazily: astropy.time loads its leap-second table
+
+    return Time(btjd + BTJD_OFFSET, format="jd", scale="tdb").utc.isot + "Z"
 
 
 # -- sniffing ------------------------------------------------------------------------------------
@@ -371,6 +389,8 @@ def read_lightcurve(
         teff_k=star["TEFF"],
         radius_rsun=star["RADIUS"],
         logg=star["LOGG"],
+        ra_deg=star["RA_OBJ"],
+        dec_deg=star["DEC_OBJ"],
         flux_column=column,
         n_cadences=n_cadences,
         cadence_days=cadence,
@@ -401,6 +421,8 @@ def stitch(curves: list[LightCurve]) -> LightCurve:
         teff_k=first.teff_k,
         radius_rsun=first.radius_rsun,
         logg=first.logg,
+        ra_deg=first.ra_deg,
+        dec_deg=first.dec_deg,
         flux_column=first.flux_column,
         n_cadences=sum(c.n_cadences for c in curves),
         cadence_days=min(c.cadence_days for c in curves),

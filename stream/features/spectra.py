@@ -364,6 +364,19 @@ def object_name(uri_or_name: str) -> str:
     return stem or "unknown"
 
 
+def asteroid_id(uri_or_name: str) -> tuple[int | None, str | None]:
+    """(number, provisional designation) from a SMASS file name, None for what it does not give.
+
+    a000001 → (1, None); au1996UK → (None, "1996 UK"); any other name → (None, None).
+    """
+    name = object_name(uri_or_name)
+    if name.isdigit():
+        return int(name), None
+    if _PROVISIONAL.fullmatch("au" + name.replace(" ", "", 1)):
+        return None, name
+    return None, None
+
+
 def spectrum_features(data: bytes, *, uri: str, file_id: str, detected_at_ms: int) -> dict[str, Any]:
     """A SpectrumFeatures record (schemas/avro/spectrum_features.avsc) for one file's bytes."""
     spectrum = read_spectrum(data, name=uri)

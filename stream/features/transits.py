@@ -617,7 +617,10 @@ def features_from_lightcurve(
         "tic_id": int(lc.tic_id),
         "sector": lc.sector,
         "detected_at_ms": int(detected_at_ms),
-        "star": {"tmag": lc.tmag, "teff_k": lc.teff_k, "radius_rsun": lc.radius_rsun, "logg": lc.logg},
+        "time_start_btjd": float(lc.time[0]),
+        "time_end_btjd": float(lc.time[-1]),
+        "star": {"ra_deg": lc.ra_deg, "dec_deg": lc.dec_deg, "tmag": lc.tmag, "teff_k": lc.teff_k,
+                 "radius_rsun": lc.radius_rsun, "logg": lc.logg},
         "quality": {
             "n_cadences": int(lc.n_cadences),
             "n_valid": int(lc.n_valid),

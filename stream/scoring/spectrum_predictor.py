@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from stream.errors import Rejected
+from stream.features.spectra import asteroid_id
 from stream.scoring.onnx_model import OnnxModel
 
 GRID_ATOL_UM = 1e-6  # the features travel as Avro floats (float32): compare grids to that precision
@@ -63,6 +64,7 @@ def predict_spectra(model: OnnxModel, features: list[dict[str, Any]]) -> list[di
     results = []
     for record, p_group, p_bus in zip(features, out[out_group], out[out_bus], strict=True):
         g, b = int(np.argmax(p_group)), int(np.argmax(p_bus))
+        number, designation = asteroid_id(record["uri"])
         results.append(
             {
                 "prediction_id": prediction_id(record["file_id"], model.name, model.version),
@@ -79,6 +81,15 @@ def predict_spectra(model: OnnxModel, features: list[dict[str, Any]]) -> list[di
                 "bus_probability": float(p_bus[b]),
                 "sector": None,
                 "signals": None,
+                "observation_start": None,  # SMASS files carry no observation date
+                "observation_end": None,
+                "tic_id": None,
+                "ra_deg": None,
+                "dec_deg": None,
+                "tmag": None,
+                "asteroid_number": number,
+                "designation": designation,
+                "bus_probabilities": {name: float(p) for name, p in zip(bus_names, p_bus, strict=True)},
             }
         )
     return results

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from stream.errors import Rejected
+from stream.features.lightcurves import btjd_to_utc_iso
 from stream.features.transits import GLOBAL_BINS, LOCAL_BINS
 from stream.scoring.onnx_model import OnnxModel
 
@@ -115,7 +116,8 @@ def predict_transits(model: OnnxModel, features: list[dict[str, Any]], toi: Any 
     out, k = [], 0
     for f in features:
         signals = []
-        radius = f.get("star", {}).get("radius_rsun")
+        star = f.get("star") or {}
+        radius = star.get("radius_rsun")
         for s in f["signals"]:
             p = probs[k]
             k += 1
@@ -148,6 +150,16 @@ def predict_transits(model: OnnxModel, features: list[dict[str, Any]], toi: Any 
             "bus_probability": None,
             "sector": f.get("sector"),
             "signals": signals,
+            # Features written before v2 resolve with nulls here: a rescore of them has no position or span.
+            "observation_start": btjd_to_utc_iso(f.get("time_start_btjd")),
+            "observation_end": btjd_to_utc_iso(f.get("time_end_btjd")),
+            "tic_id": int(f["tic_id"]),
+            "ra_deg": star.get("ra_deg"),
+            "dec_deg": star.get("dec_deg"),
+            "tmag": star.get("tmag"),
+            "asteroid_number": None,
+            "designation": None,
+            "bus_probabilities": None,
         })
     return out
 
