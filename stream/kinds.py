@@ -11,15 +11,14 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from stream.errors import Rejected
 from stream.settings import TOPICS
 
 
-@cache
 def _load(target: str) -> Callable[..., Any]:
+    # Looked up at each call (a dict lookup once imported), so a patched module function takes effect.
     module, func = target.split(":")
     return getattr(importlib.import_module(module), func)
 
