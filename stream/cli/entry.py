@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import logging
 import os
@@ -262,31 +261,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from stream.errors import Rejected
-    from stream.features import detect as features
-    from stream.ingest import storage
-    from stream.models.registry import open_registry
-    from stream.scoring.scorer import Scorer
+    import dataclasses
+
+    from stream.scoring.offline import score_files
+    from stream.scoring.scorer import scorer_for
 
     settings = Settings()
-    scorer = Scorer(open_registry(args.registry or settings.registry), toi=_toi(settings))
-    for path in args.files:
-        uri = str(path.resolve())
-        try:
-            data = storage.read_bytes(uri)
-            file_id = hashlib.sha256(data).hexdigest()
-            kind = features.detect_kind(data[: features.HEAD_BYTES])
-            _, record = features.extract(kind, data, uri=uri, file_id=file_id, detected_at_ms=0)
-            result = scorer.score(kind, [record])[0]
-            if isinstance(result, Exception):
-                raise result
-            result.pop("detected_at_ms", None)
-            out = result
-        except Rejected as exc:
-            out = {"source": uri, "rejected": True, "reason": exc.reason, "error": str(exc)}
-        except Exception as exc:  # never stop on one file
-            log.debug("score failed", exc_info=True)
-            out = {"source": uri, "rejected": True, "reason": "internal-error", "error": f"{type(exc).__name__}: {exc}"}
+    scorer = scorer_for(dataclasses.replace(settings, registry=args.registry or settings.registry))
+    for out in score_files(scorer, args.files):
         print(json.dumps(out, default=_json_default), flush=True)
     return 0
 
@@ -295,14 +277,6 @@ def _json_default(obj: object) -> object:
     if isinstance(obj, bytes):
         return None  # figures are not printed; they live in the alert messages
     raise TypeError(type(obj).__name__)
-
-
-def _toi(settings: Settings):  # noqa: ANN202
-    try:
-        from stream.scoring import toi
-    except ImportError:  # the TOI matcher arrives with the TESS work
-        return None
-    return toi.load_default(settings.toi_table)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -6,20 +6,13 @@ cannot differ. The science lives in stream/features/spectra.py and stream/featur
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from stream import kinds
 from stream.errors import Rejected
 from stream.features import lightcurves, spectra
 
 HEAD_BYTES = 16384
-
-# kind -> (features message type, features topic key, "module:function" of the extractor). The
-# extractor is imported on first use, so a worker that sees only spectra never loads the transit search.
-KINDS: dict[str, tuple[str, str, str]] = {
-    "spectrum": ("SpectrumFeatures", "features.spectrum", "stream.features.spectra:spectrum_features"),
-    "lightcurve": ("LightCurveFeatures", "features.lightcurve", "stream.features.transits:lightcurve_features"),
-}
 
 
 def detect_kind(head: bytes) -> str:
@@ -38,11 +31,6 @@ def detect_kind(head: bytes) -> str:
 
 
 def extract(kind: str, data: bytes, *, uri: str, file_id: str, detected_at_ms: int) -> tuple[str, dict[str, Any]]:
-    """(features message type, record) for one file's bytes."""
-    try:
-        schema_name, _topic, target = KINDS[kind]
-    except KeyError:
-        raise Rejected("unknown-kind", f"no preprocessing for kind {kind!r}") from None
-    module, func = target.split(":")
-    extractor = getattr(importlib.import_module(module), func)
-    return schema_name, extractor(data, uri=uri, file_id=file_id, detected_at_ms=detected_at_ms)
+    """(features message type, record) for one file's bytes; the kind's extractor is imported on first use."""
+    spec = kinds.by_name(kind)
+    return spec.features_schema, spec.extract(data, uri=uri, file_id=file_id, detected_at_ms=detected_at_ms)

@@ -7,8 +7,9 @@ the same for continuous features and for class frequencies, and its conventional
 stable, 0.1-0.25 moderate shift, > 0.25 major shift) are what operators already know. A task counts
 as drifted when any feature's PSI exceeds the threshold (default 0.25) over a full window.
 
-The summary features are defined here once; training builds the reference from them with
-``build_reference`` (and stores it in the model's metadata), the workers monitor with ``DriftMonitor``.
+The summary features are defined here once (each kind in stream/kinds.py names its summary); training
+builds the reference from them with ``build_reference`` (and stores it in the model's metadata), the
+workers monitor with ``DriftMonitor``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from stream import kinds
 from stream.runtime.metrics import DRIFT_DETECTED, DRIFT_PSI
 
 DEFAULT_WINDOW = 500
@@ -65,7 +67,6 @@ def lightcurve_summary(record: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-SUMMARIES = {"spectrum": spectrum_summary, "lightcurve": lightcurve_summary}
 PREDICTED_CLASS = "predicted_class"
 
 
@@ -73,7 +74,8 @@ def build_reference(kind: str, records: Iterable[dict[str, Any]], labels: Iterab
                     bins: int = 10, threshold: float = DEFAULT_THRESHOLD,
                     window: int = DEFAULT_WINDOW) -> dict[str, Any]:
     """The drift reference of a training population, for the model's metadata (JSON-friendly)."""
-    rows = [SUMMARIES[kind](r) for r in records]
+    summarise = kinds.by_name(kind).summarise
+    rows = [summarise(r) for r in records]
     names = sorted({k for row in rows for k in row})
     features: dict[str, Any] = {}
     for name in names:
@@ -104,6 +106,8 @@ class DriftMonitor:
     def __init__(self, task: str, reference: dict[str, Any]) -> None:
         self.task = task
         self.kind = reference["kind"]
+        # The kind's summary (stream/kinds.py); an attribute, so a benchmark can stand in precomputed ones.
+        self.summarise = kinds.by_name(self.kind).summarise
         self.threshold = float(reference.get("threshold", DEFAULT_THRESHOLD))
         self.window = int(reference.get("window", DEFAULT_WINDOW))
         self.features = {k: (np.asarray(v["edges"]), np.asarray(v["fractions"]))
@@ -117,7 +121,7 @@ class DriftMonitor:
         self._observed = 0  # since this monitor (this model's reference) started
 
     def observe(self, record: dict[str, Any], label: str) -> None:
-        summary = SUMMARIES[self.kind](record)
+        summary = self.summarise(record)
         with self._lock:
             for name, (edges, _) in self.features.items():
                 v = summary.get(name)

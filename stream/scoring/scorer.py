@@ -7,17 +7,16 @@ import threading
 import time
 from typing import Any
 
+from stream import kinds
 from stream.errors import Rejected
 from stream.models.hot_swap import verified_model
-from stream.models.registry import LocalRegistry, RegistryError
+from stream.models.registry import LocalRegistry, RegistryError, open_registry
 from stream.runtime.metrics import INFERENCE_BATCH_SIZE, INFERENCE_SECONDS, PREDICTION_SCORE, PREDICTIONS, set_model
 from stream.scoring.drift import DriftMonitor
 from stream.scoring.onnx_model import OnnxModel
+from stream.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# kind of input -> registry task whose model scores it
-TASK_OF_KIND = {"spectrum": "smass", "lightcurve": "tess"}
 
 
 class Scorer:
@@ -59,32 +58,23 @@ class Scorer:
             self._drift.pop(model.task, None)
         set_model(model.task, model.name, model.version)
 
-    def _run(self, task: str, model: OnnxModel, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        # Imported here so a spectra-only worker never loads the transit code, and vice versa.
-        if task == "tess":
-            from stream.scoring.transit_predictor import predict_transits
-
-            return predict_transits(model, records, self.toi)
-        from stream.scoring.spectrum_predictor import predict_spectra
-
-        return predict_spectra(model, records)
-
     def score(self, kind: str, records: list[dict[str, Any]]) -> list[dict[str, Any] | Rejected]:
         """One result per record, in order: a Prediction record, or the Rejected that explains why not.
 
         The batch runs in one inference call; if it fails, records are retried one by one so a
         bad record costs only its own prediction.
         """
-        task = TASK_OF_KIND[kind]
+        spec = kinds.by_name(kind)
+        task = spec.task
         model = self.model(task)
         t0 = time.perf_counter()
         try:
-            results: list[dict[str, Any] | Rejected] = list(self._run(task, model, records))
+            results: list[dict[str, Any] | Rejected] = list(spec.predict(model, records, self.toi))
         except Exception:
             results = []
             for rec in records:
                 try:
-                    results.extend(self._run(task, model, [rec]))
+                    results.extend(spec.predict(model, [rec], self.toi))
                 except Rejected as exc:
                     results.append(exc)
                 except Exception as exc:  # a model/feature mismatch we did not foresee: still one dead letter
@@ -101,6 +91,14 @@ class Scorer:
                 if drift is not None:
                     drift.observe(rec, label)
         return results
+
+
+def scorer_for(settings: Settings) -> Scorer:
+    """The Scorer of the workers, `skystream score` and `skystream rescore`: the registry's champions
+    and the TOI catalogue (so a light curve scored by any of them carries the same ``known_toi``)."""
+    from stream.scoring import toi
+
+    return Scorer(open_registry(settings.registry), toi=toi.load_default(settings.toi_table))
 
 
 def top_label(prediction: dict[str, Any]) -> tuple[str, float]:

@@ -35,8 +35,11 @@ def _check_grid(record: dict[str, Any], grid: np.ndarray, model: OnnxModel) -> N
         )
 
 
-def predict_spectra(model: OnnxModel, features: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def predict_spectra(model: OnnxModel, features: list[dict[str, Any]], toi: Any = None) -> list[dict[str, Any]]:
     """Prediction records (schemas/avro/prediction.avsc), one per SpectrumFeatures record, in order.
+
+    ``toi`` is not used (asteroids have no catalogue to match); it keeps one predictor signature for
+    every kind (stream/kinds.py).
 
     Raises Rejected for the batch when a record does not fit the model (the caller retries records
     one by one, so only that record is dead-lettered).

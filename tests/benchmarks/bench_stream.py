@@ -33,6 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from stream import kinds  # noqa: E402
 from stream.devstack.localstack import LocalStack, collect  # noqa: E402
 from stream.models.registry import BUNDLED  # noqa: E402
 
@@ -93,10 +94,10 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=5000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--partitions", type=int, default=4)
-    ap.add_argument("--kind", choices=("spectrum", "lightcurve"), default="spectrum")
+    ap.add_argument("--kind", choices=kinds.names(), default="spectrum")
     args = ap.parse_args()
     unit = "spectra" if args.kind == "spectrum" else "light curves"
-    task = "smass" if args.kind == "spectrum" else "tess"
+    task = kinds.by_name(args.kind).task
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

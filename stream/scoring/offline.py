@@ -1,0 +1,66 @@
+"""Offline scoring (`skystream score`): files -> the workers' code path without a broker.
+
+Each file is read, detected and preprocessed as the preprocess agent does, its features go through
+their Avro message (so the model sees exactly what a worker would), and the batch goes through the
+same ``score_and_publish`` as the score agents, into a sink that collects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import schemas
+from stream import kinds
+from stream.errors import Rejected
+from stream.features import detect
+from stream.ingest import storage
+from stream.scoring.publish import CollectingSink, score_and_publish
+from stream.scoring.scorer import Scorer
+
+log = logging.getLogger(__name__)
+
+
+def features_message(path: Path) -> tuple[kinds.Kind, bytes]:
+    """(kind, features message bytes) of one file, as the preprocess agent would write them
+    (detected_at_ms 0: no watcher saw the file)."""
+    uri = str(path.resolve())
+    data = storage.read_bytes(uri)
+    kind = kinds.by_name(detect.detect_kind(data[: detect.HEAD_BYTES]))
+    record = kind.extract(data, uri=uri, file_id=hashlib.sha256(data).hexdigest(), detected_at_ms=0)
+    return kind, schemas.encode(kind.features_schema, record)
+
+
+def score_files(scorer: Scorer, paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
+    """One result per file, in order, as soon as it is known: its prediction (without
+    ``detected_at_ms``), or ``{"source", "rejected": True, "reason", "error"}``. Never raises for one file."""
+    with asyncio.Runner() as runner:
+        for path in paths:
+            yield _score_one(runner, scorer, path)
+
+
+def _score_one(runner: asyncio.Runner, scorer: Scorer, path: Path) -> dict[str, Any]:
+    uri = str(path.resolve())
+    try:
+        kind, message = features_message(path)
+        outcome = runner.run(score_and_publish(scorer, kind, [message], CollectingSink(), alerts=False))[0]
+    except Rejected as exc:
+        return _rejected(uri, exc.reason, str(exc))
+    except Exception as exc:  # never stop on one file
+        log.debug("score failed", exc_info=True)
+        return _rejected(uri, "internal-error", f"{type(exc).__name__}: {exc}")
+    if outcome.prediction is None:
+        dead = outcome.rejected or {}
+        error = dead.get("error", "")
+        if dead.get("reason") == "internal-error":
+            error = f"{dead.get('error_type')}: {error}"
+        return _rejected(uri, dead.get("reason", "internal-error"), error)
+    return {k: v for k, v in outcome.prediction.items() if k != "detected_at_ms"}
+
+
+def _rejected(uri: str, reason: str, error: str) -> dict[str, Any]:
+    return {"source": uri, "rejected": True, "reason": reason, "error": error}
