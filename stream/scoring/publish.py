@@ -107,7 +107,8 @@ async def score_and_publish(scorer: Scorer, kind: Kind, messages: Sequence[bytes
             continue
         try:
             # Transit alerts draw a figure from the file (seconds): keep it off the event loop.
-            found = await asyncio.to_thread(alerts_for, res) if kind.slow else alerts_for(res)
+            found = (await asyncio.to_thread(alerts_for, res, scorer.settings) if kind.slow
+                     else alerts_for(res, scorer.settings))
             for alert in found:
                 await sink.send(TOPICS["alerts"], key, schemas.encode("Alert", alert))
                 ALERTS.labels(task=kind.task, reason=alert["reason"]).inc()

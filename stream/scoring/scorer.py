@@ -26,9 +26,10 @@ class Scorer:
     a batch in progress finishes with the model it started with.
     """
 
-    def __init__(self, registry: LocalRegistry, toi: Any = None) -> None:
+    def __init__(self, registry: LocalRegistry, toi: Any = None, settings: Settings | None = None) -> None:
         self.registry = registry
         self.toi = toi
+        self.settings = settings or Settings()  # operator settings the alert policy reads
         self._models: dict[str, OnnxModel] = {}
         self._drift: dict[str, DriftMonitor] = {}
         self._lock = threading.Lock()
@@ -98,7 +99,7 @@ def scorer_for(settings: Settings) -> Scorer:
     and the TOI catalogue (so a light curve scored by any of them carries the same ``known_toi``)."""
     from stream.scoring import toi
 
-    return Scorer(open_registry(settings.registry), toi=toi.load_default(settings.toi_table))
+    return Scorer(open_registry(settings.registry), toi=toi.load_default(settings.toi_table), settings=settings)
 
 
 def top_label(prediction: dict[str, Any]) -> tuple[str, float]:
