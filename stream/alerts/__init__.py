@@ -1,0 +1,1 @@
+"""Stage 4, prediction → alert: the alert policy and the diagnostic figures alerts carry."""
