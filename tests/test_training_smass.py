@@ -102,8 +102,9 @@ def test_quick_training_run_exports_checks_and_publishes(tmp_path):
     smass.add_arguments(parser)
     registry = tmp_path / "registry"
     args = parser.parse_args(["--quick", "--data-dir", str(data_dir), "--registry", str(registry),
-                              "--out-metrics", str(tmp_path / "metrics.json"), "--threads", "1"])
-    assert smass.run(args) == 0
+                              "--report", str(tmp_path / "metrics.json"), "--threads", "1"])
+    result = smass.run(args)
+    assert result.status == "published" and result.report_path == tmp_path / "metrics.json"
 
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["onnx_vs_keras"]["argmax_agreement"] == 1.0
