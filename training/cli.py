@@ -47,14 +47,15 @@ def exit_code(result: TrainResult) -> int:
 
 def summary(result: TrainResult) -> str:
     """What the run did, in a few lines: outcome, version and registry, gate decision, report path."""
-    lines = [f"train {result.task}: {result.status.replace('_', ' ')}" + (f": {result.message}" if result.message
-                                                                          else "")]
+    head = f"train {result.task}: {result.status.replace('_', ' ')}"
+    lines = [f"{head}: {result.message}" if result.message else head]
     if result.version is not None:
         lines.append(f"  version {result.version} in {result.registry}")
-    if result.gate is not None:
-        lines.append(f"  gate: {'accepted' if result.gate.accepted else 'refused'} on {result.gate.primary} "
-                     f"(candidate {result.gate.candidate:.4f}, champion "
-                     + ("none" if result.gate.champion is None else f"{result.gate.champion:.4f}") + ")")
+    gate = result.gate
+    if gate is not None:
+        champion = "none" if gate.champion is None else f"{gate.champion:.4f}"
+        lines.append(f"  gate: {'accepted' if gate.accepted else 'refused'} on {gate.primary} "
+                     f"(candidate {gate.candidate:.4f}, champion {champion})")
     if result.report_path is not None:
         lines.append(f"  report: {result.report_path}")
     return "\n".join(lines)

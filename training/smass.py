@@ -53,7 +53,6 @@ __all__ = [
     "publish", "run", "survey_variants", "tilt", "train_model",
 ]
 
-TASK = "smass"
 ORIGIN = "http://smass.mit.edu/smass.html (Bus & Binzel 2002, Icarus 158, 146): smass2data.tar.gz, Bus.Taxonomy.txt"
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "smass2"
 
@@ -215,6 +214,7 @@ def _subset(data: SmassData, idx: np.ndarray) -> SmassData:
 # --------------------------------------------------------------------------------------------
 # Model
 # --------------------------------------------------------------------------------------------
+TASK = "smass"  # the registry's task name
 MODEL_NAME = "smass-cnn"
 INPUT_NAME = "reflectance"
 OUTPUT_GROUP = "main_group"
@@ -732,7 +732,6 @@ def run(args: argparse.Namespace) -> TrainResult:
     return publish(args, loaded, cfg, exported, evaluation, time.perf_counter() - started)
 
 
-
 @dataclass
 class Loaded:
     """The training data of a run, the fixed evaluation set held out of it, and the curated labels."""
@@ -904,7 +903,7 @@ def publish(args: argparse.Namespace, loaded: Loaded, cfg: ModelConfig, exported
     uri, version = publish_model(registry, TASK, exported.onnx_bytes, metadata, bundled=args.bundle)
     report.update(registry=uri, version=version, **extra)
     return TrainResult(TASK, "published", report, version, uri, report_path=_write_report(args.report, report),
-                       message=f"published {TASK} v{version} ({MODEL_NAME}) to {uri} in {seconds:.0f} s")
+                       message=f"{TASK} v{version} ({MODEL_NAME}) to {uri} in {seconds:.0f} s")
 
 
 def _write_report(path: Path | None, report: dict) -> Path | None:

@@ -664,7 +664,7 @@ def publish(args: argparse.Namespace, loaded: Loaded, fitted: Fitted, exported: 
     else:
         uri, version = publish_model(args.registry or Settings().registry, TASK, exported.onnx_bytes, metadata)
     return TrainResult(status="published", version=version, registry=uri,
-                       message=f"published {MODEL_NAME} as {TASK} v{version} in {uri}", **done)
+                       message=f"{MODEL_NAME} as {TASK} v{version} in {uri}", **done)
 
 
 def _publish_gated(args: argparse.Namespace, onnx_bytes: bytes, metadata: dict[str, Any],
