@@ -23,6 +23,7 @@ LABELS = [
 
 def _run(tmp_path: Path, registry: Path, *extra: str) -> tuple[int, dict]:
     from training import smass
+    from training.cli import exit_code
 
     labels = tmp_path / "labels.jsonl"
     labels.write_text("".join(json.dumps(dict(r, file_id=None, period_days=None)) + "\n" for r in LABELS))
@@ -31,8 +32,8 @@ def _run(tmp_path: Path, registry: Path, *extra: str) -> tuple[int, dict]:
     out = tmp_path / f"metrics{len(list(tmp_path.glob('metrics*.json')))}.json"
     args = parser.parse_args(["--quick", "--folds", "0", "--epochs", "1", "--threads", "1",
                               "--data-dir", str(require_data("smass2")), "--registry", str(registry),
-                              "--with-labels", str(labels), "--out-metrics", str(out), *extra])
-    code = smass.run(args)
+                              "--with-labels", str(labels), "--report", str(out), *extra])
+    code = exit_code(smass.run(args))
     return code, json.loads(out.read_text())
 
 
@@ -84,6 +85,7 @@ def test_tess_retrain_with_labels_relabels_and_gates(tmp_path: Path, capsys: pyt
     pytest.importorskip("tensorflow", reason="training needs the train extra (TensorFlow)")
     pytest.importorskip("tf2onnx", reason="training needs the train extra (tf2onnx)")
     from training import tess
+    from training.cli import exit_code
 
     data = require_data("tess/yu2019")
     val = tess.load_split(data, "val", 200)
@@ -99,9 +101,9 @@ def test_tess_retrain_with_labels_relabels_and_gates(tmp_path: Path, capsys: pyt
     registry = tmp_path / "registry"  # seeded with a copy of the bundled champion (tess v1)
     parser = argparse.ArgumentParser()
     tess.add_arguments(parser)
-    args = parser.parse_args(["--data", str(data), "--epochs", "1", "--limit", "200", "--threads", "1",
+    args = parser.parse_args(["--data-dir", str(data), "--epochs", "1", "--limit", "200", "--threads", "1",
                               "--registry", str(registry), "--with-labels", str(path)])
-    code = tess.run(args)
+    code = exit_code(tess.run(args))
     printed = capsys.readouterr().out
     print(printed)
     assert f"val: tess feedback: 4 labels; 3 matched 3 of {len(val['tic_id'])} examples (3 relabelled" in printed

@@ -102,8 +102,9 @@ def test_quick_training_run_exports_checks_and_publishes(tmp_path):
     smass.add_arguments(parser)
     registry = tmp_path / "registry"
     args = parser.parse_args(["--quick", "--data-dir", str(data_dir), "--registry", str(registry),
-                              "--out-metrics", str(tmp_path / "metrics.json"), "--threads", "1"])
-    assert smass.run(args) == 0
+                              "--report", str(tmp_path / "metrics.json"), "--threads", "1"])
+    result = smass.run(args)
+    assert result.status == "published" and result.report_path == tmp_path / "metrics.json"
 
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["onnx_vs_keras"]["argmax_agreement"] == 1.0
@@ -140,3 +141,19 @@ def test_quick_training_run_exports_checks_and_publishes(tmp_path):
     with pytest.raises(Rejected) as info:
         predict_spectra(model, [dict(records[0], wavelength_um=records[0]["wavelength_um"][::2])])
     assert info.value.reason == "grid-mismatch"
+
+
+@pytest.mark.parametrize(("flags", "why"), [
+    (["--dev-split", "--bundle"], "it publishes nothing"),
+    (["--with-labels", "labels.jsonl", "--bundle"], "it does not write the bundled baseline"),
+])
+def test_contradictory_flags_exit_2_without_training(flags, why, tmp_path, capsys):
+    """`skystream train smass` refuses flags that contradict each other before loading or training anything."""
+    from stream.cli.main import main
+
+    code = main(["train", "smass", "--data-dir", str(tmp_path / "absent"), "--report", str(tmp_path / "r.json"),
+                 *flags])
+    assert code == 2
+    out = capsys.readouterr().out
+    assert "train smass: invalid arguments: " in out and why in out
+    assert not (tmp_path / "r.json").exists()

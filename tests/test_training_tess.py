@@ -62,7 +62,7 @@ def test_our_views_match_yu2019_for_wasp126b() -> None:
 
 
 def _args(tmp_path: Path, **overrides) -> argparse.Namespace:
-    args = dict(data=tess.DATA_DIR, registry=str(tmp_path / "registry"), bundled=False, no_publish=False,
+    args = dict(data_dir=tess.DATA_DIR, registry=str(tmp_path / "registry"), bundle=False, no_publish=False,
                 epochs=2, batch_size=64, learning_rate=1e-3, seed=3, threads=2, limit=300, pc_weight=2.0,
                 ema_decay=0.999, flip_average=True, report=tmp_path / "report.json")
     args.update(overrides)
@@ -71,12 +71,17 @@ def _args(tmp_path: Path, **overrides) -> argparse.Namespace:
 
 def test_short_training_exports_checks_and_publishes(tmp_path: Path) -> None:
     require_data("tess/yu2019")
-    assert tess.run(_args(tmp_path)) == 0
+    result = tess.run(_args(tmp_path))
+    assert result.status == "published"
+    assert result.report_path == tmp_path / "report.json"
     report = json.loads((tmp_path / "report.json").read_text())
+    assert report["metrics"]["val"] == result.metrics["metrics"]["val"]
     assert report["onnx_check"]["max_abs_diff"] < 1e-4
 
     registry = LocalRegistry(tmp_path / "registry", seed_from=None)
-    model = OnnxModel(registry.load("tess"))
+    published = registry.load("tess")
+    assert published.version == result.version  # the run's result names the version it published
+    model = OnnxModel(published)
     meta = model.metadata
     assert meta["name"] == "tess-triage-cnn" and meta["classes"] == ["PC", "EB", "J"]
     assert meta["scalar_features"] == list(transit_model.SCALAR_FEATURES)
@@ -101,7 +106,7 @@ def test_training_is_reproducible(tmp_path: Path) -> None:
     outputs = []
     for run in ("a", "b"):
         (tmp_path / run).mkdir()
-        tess.run(_args(tmp_path / run, epochs=1, limit=200))
+        assert tess.run(_args(tmp_path / run, epochs=1, limit=200)).status == "published"
         model = OnnxModel(LocalRegistry(tmp_path / run / "registry", seed_from=None).load("tess"))
         rng = np.random.default_rng(0)
         x = {"global_view": rng.normal(size=(8, 201, 1)), "local_view": rng.normal(size=(8, 61, 1)),

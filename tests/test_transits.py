@@ -49,7 +49,7 @@ def toi() -> TOICatalog:
 def model() -> OnnxModel:
     registry = LocalRegistry(BUNDLED, seed_from=None)
     if "tess" not in registry.tasks():
-        pytest.skip("no shipped tess model in stream/bundled/registry (run: skystream train tess --bundled)")
+        pytest.skip("no shipped tess model in stream/bundled/registry (run: skystream train tess --bundle)")
     return OnnxModel(registry.load("tess"))
 
 

@@ -1,76 +1,22 @@
 """`skystream train smass`: asteroid main groups (C/S/X/Other) and Bus classes from SMASSII spectra.
 
 Data: SMASSII visible spectra (Bus & Binzel 2002, smass.mit.edu/smass.html: ``smass2data.tar.gz`` and
-``Bus.Taxonomy.txt``), read from ``../shared/data/smass2`` by default. Features come from
-stream.features.spectra, the same code the stream runs. All 1,341 spectra have a Bus class (none is Q or
-unclassified; such objects would be skipped and counted).
+``Bus.Taxonomy.txt``), read from ``DEFAULT_DATA`` unless ``--data-dir`` says otherwise. Features come
+from stream.features.spectra, the same code the stream runs. All 1,341 spectra have a Bus class (none
+is Q or unclassified; such objects would be skipped and counted).
 
 Model: a functional Keras model holding ``members`` small 1D CNNs (input: normalised reflectance on
 the grid, plus its derivative computed inside the model) whose softmax outputs are averaged; two
-heads, main group and Bus class. One ONNX file, ~0.4 MB.
+heads, main group and Bus class. One ONNX file, ~0.4 MB. The protocol (``ModelConfig``) was chosen
+by 4-fold CV on an 80 % development split only; docs/experiments/smass-protocol.md has the rounds,
+the variants tried and their numbers.
 
-How the protocol (ModelConfig) was chosen, without touching the numbers it is judged by: the data
-were split once 80/20 (stratified, random_state 12345). About 25 variants were compared by 4-fold
-CV on the 80 % only: label smoothing, noise level (1x-4x each spectrum's own error), edge-holding
-augmentation, derivative channel, width, kernel size, dropout, Bus-class balancing, the .spfit fits
-as extra training samples, epochs, a least-squares slope feature, a 0.01 µm grid, 1 vs 3 members,
-separate noise streams per member. The spread of one configuration over seeds was ±0.006 in
-weighted F1, as large as most differences; single members scored 0.949-0.967, an RBF SVM 0.964 for
-reference. Kept: noise at 2x the quoted errors (0.962, mean of two seeds, vs 0.958 at 1x, 0.959 at
-3x, 0.958 at 4x), no label smoothing, edge holding at p=0.3 (no measurable cost on full spectra,
-+0.004-0.008 on cut ones), 3 averaged members (0.9635 ± 0.003). That fixed protocol then scored the
-untouched 20 % once: weighted F1 0.970 (269 spectra). The k-fold CV that ``run`` reports on all
-spectra uses the same protocol; since it includes the development 80 %, read it as slightly
-optimistic.
+A run is load → fit (the final model on all spectra) → export to ONNX and verify against Keras →
+evaluate (stratified k-fold CV of the same protocol, which includes the development 80 %, so read it
+as slightly optimistic) → publish (through the promotion gate with ``--with-labels``):
 
-A second round (2026-11-22), aiming at 0.970 in the 5-fold CV, used the same development split and
-4-fold CV (``skystream train smass --dev-split --folds 4 --threads 1 --seed S [--config FIELD=VALUE]``,
-which reproduces it; the split, random_state 12345, is ``development_split``). Main-group weighted F1,
-seeds 0 / 1 / 2, pooled out-of-fold:
-
-    protocol                                       seed 0   seed 1   seed 2   mean
-    current (3 members)                            0.9627   0.9588   0.9645   0.9620
-    + bus_vote (main head averaged with Bus head)  0.9626   0.9607   0.9636   0.9623
-    + continuum channel (slope removed)            0.9627   0.9580     -        -
-    + continuum, + bus_vote                        0.9636   0.9589     -        -
-    + class_balance 0.5                            0.9594     -        -        -
-    + class_balance 0.5, + bus_vote                0.9630     -        -        -
-    6 members                                      0.9645   0.9598   0.9635   0.9626
-    6 members, + bus_vote                          0.9645   0.9616   0.9597   0.9619
-
-(Also tried once: 8 linear projections of the input beside the CNN features per member, 0.9608 at
-seed 0; not kept in the code. The Bus head alone, summed into main groups, scored 0.9599-0.9654.)
-No variant beat the current protocol by more than the seed spread, so the protocol and the shipped
-model were left unchanged. Why: about 26 of the ~40 development spectra misclassified at any one seed
-were wrong in all five runs compared (C/X 7, Cg/Xc/Xe 6, K/L/A taken for S 6, S-complex taken for
-Other 6: boundary objects of the taxonomy), so averaging
-more or different members can only reach the few that flip between runs. The options stay available
-(``continuum``, ``bus_vote``, ``class_balance``, ``members``) for a further round.
-
-A third round (2026-11-22, same split and 4-fold CV, out-of-fold probabilities saved per seed) found
-the current protocol at a local optimum; every change lost, seeds 0 / 1:
-
-    protocol                                       seed 0   seed 1
-    current                                        0.9627   0.9588   (seed 2: 0.9645)
-    mixup, Beta(0.2, 0.2) / Beta(0.4, 0.4)         0.9414   0.9385   / 0.9292 (seed 0)
-    bus_loss_weight 1.0                            0.9570   0.9561
-    160 epochs                                     0.9572   0.9608
-    slope_jitter 0.05 / 0.10 per µm                0.9560   0.9597   / 0.9504  0.9496
-
-Other model families on the same folds do not add information: an RBF SVM on the grid (0.953) or
-on Bus's own parameters (slope plus 3-8 principal components of the slope-divided spectrum, fitted
-per training fold: SVM 0.915-0.937, gradient boosting 0.913-0.937, MLP 0.915-0.942) share most of
-their errors with the CNN, and no blend weight (0.2-0.5) beat the CNN alone by more than 0.001.
-The 53 development spectra misclassified at seed 0 or 1: 31 wrong at both, mostly near the main-group
-borders that cut through Bus's continuum (Sa|A, Sk|K, Sl|L, Sr|V, C|Xc, Cg|Xc): the Bus head often
-names the right neighbouring class while the main head splits ~50/50.
-
-Slope: the stream sees spectra from other surveys, whose slopes differ by a few %/µm. Tilting the
-out-of-fold spectra by ±0.05/µm costs ~0.035 F1 and ±0.10/µm ~0.09 (seeds 0/1: 0.926/0.921/0.922/
-0.932 and 0.865/0.871/0.868/0.871). Training with slope jitter buys back part of that (±0.10/µm:
-0.892-0.901) at 0.011 of F1 on unchanged spectra, because slope is what separates C from X in the
-labels: a tilted C is an X. It stays off; ``skystream train smass`` reports the ±0.05/µm case among
-``other_surveys_simulated``.
+    skystream train smass [--folds 5] [--registry URI | --bundle] [--report PATH] [--threads 2]
+    skystream train smass --dev-split --folds 4 --threads 1 --seed S [--config FIELD=VALUE]   # protocol search
 """
 
 from __future__ import annotations
@@ -86,18 +32,33 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from stream.errors import Rejected
 from stream.features import spectra
 from stream.settings import shared_data
+from training.result import TrainResult
+
+if TYPE_CHECKING:
+    from training.feedback import Merged
+    from training.gate import EvalSet
+
+__all__ = [
+    "BUS_CLASS_NAMES", "BUS_TO_GROUP", "DEFAULT_DATA", "GROUP_NAMES", "MAIN_GROUPS", "MODEL_NAME", "TASK",
+    "Evaluation", "Exported", "Loaded", "ModelConfig", "SmassData", "TaxonomyEntry", "add_arguments",
+    "build_metadata", "build_model", "bus_to_group_matrix", "check_arguments", "cross_validate",
+    "development_split", "evaluate", "evaluate_protocol", "export_and_verify", "fit", "grid_sigma",
+    "iter_tar_spectra", "load", "load_smass", "override_config", "parse_taxonomy", "predict", "protocol",
+    "publish", "run", "survey_variants", "tilt", "train_model",
+]
 
 ORIGIN = "http://smass.mit.edu/smass.html (Bus & Binzel 2002, Icarus 158, 146): smass2data.tar.gz, Bus.Taxonomy.txt"
 DEFAULT_DATA = shared_data() / "smass2"
 
-# Main groups as in docs/science.md. Q (and unclassified "-") belong to none: such
-# spectra are left out of training (SMASSII holds no Q spectrum, so nothing is lost).
+# Main groups: Bus & Binzel's C, S and X complexes, and every other class as Other. Q (and unclassified
+# "-") belong to none: such spectra are left out of training (SMASSII holds no Q spectrum, so nothing is lost).
 MAIN_GROUPS: dict[str, tuple[str, ...]] = {
     "C": ("B", "C", "Cb", "Cg", "Cgh", "Ch"),
     "S": ("S", "Sa", "Sk", "Sl", "Sq", "Sr"),
@@ -254,6 +215,7 @@ def _subset(data: SmassData, idx: np.ndarray) -> SmassData:
 # --------------------------------------------------------------------------------------------
 # Model
 # --------------------------------------------------------------------------------------------
+TASK = "smass"  # the registry's task name
 MODEL_NAME = "smass-cnn"
 INPUT_NAME = "reflectance"
 OUTPUT_GROUP = "main_group"
@@ -266,7 +228,7 @@ CONTINUUM_SCALE = 2.0  # continuum-removed residuals (std ~0.25 after centring) 
 @dataclass(frozen=True)
 class ModelConfig:
     """The training protocol. Chosen by 4-fold CV on an 80 % development split only (the other 20 %
-    was scored once at the end); see the module docstring for what was tried."""
+    was scored once at the end); docs/experiments/smass-protocol.md lists what was tried."""
 
     members: int = 3  # ensemble of independently initialised CNNs inside one functional model
     filters: tuple[int, ...] = (16, 32, 32)
@@ -466,6 +428,7 @@ def train_model(cfg: ModelConfig, x: np.ndarray, sigma: np.ndarray, group: np.nd
 
 
 def predict(serve, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(main-group, Bus-class) probabilities of a serving model on the grid values ``x``."""
     group, bus = serve.predict(x, batch_size=512, verbose=0)
     return np.asarray(group), np.asarray(bus)
 
@@ -628,6 +591,8 @@ def _file_sha256(*paths: Path) -> dict[str, str]:
 
 def build_metadata(data: SmassData, cfg: ModelConfig, args: argparse.Namespace, onnx_bytes: bytes,
                    cv: dict | None, check: dict, train_pred: np.ndarray, seconds: float) -> dict:
+    """The registry metadata of a trained model: classes, grid, I/O names, metrics, training data,
+    drift reference, smoke test, seeds, config, code and library versions."""
     from stream.scoring.drift import build_reference
     from training.keras_export import code_version, library_versions, onnx_io
 
@@ -673,8 +638,7 @@ def build_metadata(data: SmassData, cfg: ModelConfig, args: argparse.Namespace, 
                        "atol": 1e-4, "objects": [data.objects[i] for i in smoke_idx]},
         "seeds": {"seed": args.seed, "cv_split_seed": args.seed},
         "config": dataclasses.asdict(cfg),
-        "code": {"git": code_version(),
-                 "sha256": _file_sha256(here, here.parents[1] / "stream" / "features" / "spectra.py"),
+        "code": {"git": code_version(), "sha256": _file_sha256(here, Path(spectra.__file__).resolve()),
                  # Absolute paths in the arguments are this machine's, not provenance: keep their names.
                  "command": " ".join(Path(a).name if Path(a).is_absolute() else a for a in (
                      ["skystream", "train", "smass", *sys.argv[3:]]
@@ -684,7 +648,7 @@ def build_metadata(data: SmassData, cfg: ModelConfig, args: argparse.Namespace, 
     }
 
 
-DEV_SPLIT_SEED = 12345  # the one stratified 80/20 development split of the module docstring
+DEV_SPLIT_SEED = 12345  # the one stratified 80/20 development split of docs/experiments/smass-protocol.md
 
 
 def development_split(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -715,6 +679,7 @@ def override_config(cfg: ModelConfig, items: list[str]) -> ModelConfig:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `skystream train smass`."""
     from stream.settings import Settings
 
     defaults = ModelConfig()
@@ -728,7 +693,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="TensorFlow threads (default 2: shared machine)")
     parser.add_argument("--registry", default=None, help="registry URI (default: Settings().registry, "
                         f"now {Settings().registry!r})")
-    parser.add_argument("--out-metrics", type=Path, default=None, help="also write the metrics as JSON here")
+    parser.add_argument("--report", type=Path, default=None, help="also write the metrics report as JSON here")
     parser.add_argument("--bundle", action="store_true",
                         help="write the model into stream/bundled/registry (the shipped baseline) instead")
     parser.add_argument("--quick", action="store_true",
@@ -736,8 +701,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FIELD=VALUE", action="append", default=[],
                         help="override a ModelConfig field (repeatable; tuples as 16,32,32), for comparing protocols")
     parser.add_argument("--dev-split", action="store_true",
-                        help="protocol selection: CV on the 80 %% development split only (see the module docstring; "
-                             "use --folds 4), no final model, nothing published")
+                        help="protocol selection: CV on the 80 %% development split only (see "
+                             "docs/experiments/smass-protocol.md; use --folds 4), no final model, nothing published")
     parser.add_argument("--with-labels", metavar="SOURCE", default=None,
                         help="retrain with curated labels (task smass) from a broker host:port or a JSON-lines "
                              "dump (`skystream labels dump`): hold out a fixed evaluation set, train on the rest, "
@@ -748,15 +713,61 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --with-labels: store a refused candidate as an unpromoted version")
 
 
-def run(args: argparse.Namespace) -> int:
-    from stream.models.registry import BUNDLED
-    from stream.settings import Settings
-    from training.keras_export import compare_onnx_keras, export_onnx, publish
+# --------------------------------------------------------------------------------------------
+# The run: load → fit → export and verify → evaluate → publish
+# --------------------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> TrainResult:
+    """`skystream train smass`: every step in order; with ``--dev-split`` only load and evaluate."""
+    started = time.perf_counter()
+    cfg, folds, limit = protocol(args)
+    problem = check_arguments(args)
+    if problem:
+        return TrainResult(TASK, "invalid_arguments", message=problem)
+    loaded = load(args, limit)
+    if args.dev_split:
+        return evaluate_protocol(args, loaded, cfg, folds)
+    model = fit(args, loaded, cfg)
+    exported = export_and_verify(model, loaded.data)
+    if not exported.agrees:
+        return TrainResult(TASK, "export_mismatch", {"onnx_vs_keras": exported.check},
+                           message="ONNX and Keras disagree on a class: not publishing")
+    evaluation = evaluate(args, loaded, cfg, folds, exported)
+    return publish(args, loaded, cfg, exported, evaluation, time.perf_counter() - started)
 
-    def log(msg: str) -> None:
-        print(msg, flush=True)
 
-    t_start = time.perf_counter()
+@dataclass
+class Loaded:
+    """The training data of a run, the fixed evaluation set held out of it, and the curated labels."""
+
+    data: SmassData  # what fit and CV use (without the evaluation set's spectra)
+    variants: dict[str, np.ndarray]  # the spectra as other surveys would deliver them (survey_variants)
+    feedback: Merged | None = None  # with --with-labels
+    eval_set: EvalSet | None = None  # with --with-labels: held out of training and CV, scored by the gate
+
+
+@dataclass
+class Exported:
+    """The ONNX model and how it compares with the Keras model it came from."""
+
+    onnx_bytes: bytes
+    check: dict  # training.keras_export.compare_onnx_keras on every training spectrum
+    agrees: bool  # the same class for every spectrum: safe to publish
+
+
+@dataclass
+class Evaluation:
+    """The protocol's CV (None with --folds < 2) and the exported model's outputs on its training spectra."""
+
+    cv: dict | None
+    train_pred: np.ndarray  # main-group probabilities, from onnxruntime
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def protocol(args: argparse.Namespace) -> tuple[ModelConfig, int, int | None]:
+    """(model config, CV folds, spectra limit) from the flags: --quick, --epochs, --members, --config."""
     cfg = ModelConfig()
     folds = args.folds
     limit = None
@@ -767,28 +778,35 @@ def run(args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, epochs=args.epochs)
     if args.members is not None:
         cfg = dataclasses.replace(cfg, members=args.members)
-    cfg = override_config(cfg, args.config)
-    if args.dev_split and (args.with_labels or args.bundle):
-        log("--dev-split compares protocols on the development split; it publishes nothing")
-        return 2
+    return override_config(cfg, args.config), folds, limit
 
+
+def check_arguments(args: argparse.Namespace) -> str | None:
+    """Why the flags contradict each other, or None."""
+    if args.dev_split and (args.with_labels or args.bundle):
+        return "--dev-split compares protocols on the development split; it publishes nothing"
+    if args.with_labels and args.bundle:
+        return "--with-labels gates against a registry's champion; it does not write the bundled baseline"
+    return None
+
+
+def load(args: argparse.Namespace, limit: int | None) -> Loaded:
+    """The labelled spectra (curated labels applied with --with-labels, which also holds out the gate's
+    evaluation set) and, unless --dev-split, their other-survey variants."""
     feedback = None
     if args.with_labels:
-        if args.bundle:
-            log("--with-labels gates against a registry's champion; it does not write the bundled baseline")
-            return 2
         from training.feedback import load_labels, merge_smass
 
         taxonomy = parse_taxonomy((args.data_dir / "Bus.Taxonomy.txt").read_text(encoding="latin-1"))
         have_spectrum = {spectra.object_name(base) for base, _ in iter_tar_spectra(args.data_dir / "smass2data.tar.gz")}
         feedback = merge_smass(load_labels(args.with_labels, "smass"), taxonomy, have_spectrum,
                                known_classes=BUS_CLASS_NAMES)
-        log(feedback.summary())
+        _log(feedback.summary())
 
     data = load_smass(args.data_dir, limit=limit, classes=feedback.data if feedback else None)
     counts = ", ".join(f"{n} {int(np.sum(data.group == i))}" for i, n in enumerate(GROUP_NAMES))
-    log(f"SMASSII: {len(data.objects)} labelled spectra ({counts}); skipped: "
-        f"{ {k: len(v) for k, v in data.skipped.items()} or 'none'}")
+    _log(f"SMASSII: {len(data.objects)} labelled spectra ({counts}); skipped: "
+         f"{ {k: len(v) for k, v in data.skipped.items()} or 'none'}")
     eval_set = None
     if feedback is not None:
         from training.gate import make_eval_set
@@ -797,81 +815,103 @@ def run(args: argparse.Namespace) -> int:
         eval_set, train_rows = make_eval_set({INPUT_NAME: data.features}, data.group, data.objects,
                                              name="SMASSII held-out objects, curated labels applied")
         data = _subset(data, np.flatnonzero(train_rows))
-        log(f"evaluation set: {len(eval_set)} spectra held out of training and CV (sha256 {eval_set.sha256[:12]}); "
-            f"{len(data.objects)} left for training")
-    if args.dev_split:
-        dev, held_out = development_split(data.group)
-        log(f"development split: {len(dev)} spectra ({len(held_out)} held out, untouched); model: {cfg}")
-        cv = cross_validate(_subset(data, dev), cfg, folds, args.seed, args.threads, {}, log=log)
-        mg = cv["main_group"]
-        log(f"dev-split CV main-group weighted F1 {mg['weighted_f1_mean']:.4f} ± {mg['weighted_f1_std']:.4f} "
-            f"(pooled {mg['weighted_f1_pooled']:.4f}); from the Bus head {mg['from_bus_head_accuracy']:.4f} accuracy")
-        _write_metrics(args.out_metrics, {"dev_split_cv": cv, "config": dataclasses.asdict(cfg)})
-        return 0
-    smoothed = load_smass(args.data_dir, smoothed=True)
-    variants = survey_variants(data, smoothed)
-    log(f"model: {cfg}")
+        _log(f"evaluation set: {len(eval_set)} spectra held out of training and CV (sha256 {eval_set.sha256[:12]}); "
+             f"{len(data.objects)} left for training")
+    variants = {} if args.dev_split else survey_variants(data, load_smass(args.data_dir, smoothed=True))
+    return Loaded(data, variants, feedback, eval_set)
+
+
+def fit(args: argparse.Namespace, loaded: Loaded, cfg: ModelConfig):
+    """The final Keras serving model, trained on every loaded spectrum."""
+    data = loaded.data
+    _log(f"model: {cfg}")
+    _log(f"final model on all {len(data.objects)} spectra")
+    sigma = np.stack([grid_sigma(s, v) for s, v in zip(data.spectra, data.features, strict=True)])
+    return train_model(cfg, data.features, sigma, data.group, data.bus, seed=args.seed, threads=args.threads,
+                       label="  final ", log=_log)
+
+
+def export_and_verify(model, data: SmassData) -> Exported:
+    """ONNX bytes of the model, checked against Keras on every training spectrum."""
+    from training.keras_export import compare_onnx_keras, export_onnx
+
+    onnx_bytes = export_onnx(model, {INPUT_NAME: (None, data.features.shape[1])})
+    check = compare_onnx_keras(model, onnx_bytes, {INPUT_NAME: data.features})
+    _log(f"ONNX vs Keras on {check['n_samples']} spectra: max |diff| {check['max_abs_diff']:.2e}, "
+         f"argmax agreement {check['argmax_agreement']:.4f}; ONNX {len(onnx_bytes) / 1024:.0f} KiB")
+    return Exported(onnx_bytes, check, agrees=check["argmax_agreement"] >= 1.0)
+
+
+def evaluate(args: argparse.Namespace, loaded: Loaded, cfg: ModelConfig, folds: int,
+             exported: Exported) -> Evaluation:
+    """k-fold CV of the protocol (out-of-fold, with the other-survey variants), and the exported model
+    on its training spectra (for the training-set scores and the drift reference)."""
+    import onnxruntime as ort
 
     cv = None
     if folds >= 2:
-        cv = cross_validate(data, cfg, folds, args.seed, args.threads, variants, log=log)
+        cv = cross_validate(loaded.data, cfg, folds, args.seed, args.threads, loaded.variants, log=_log)
         mg, bus = cv["main_group"], cv["bus_class"]
-        log(f"CV main-group weighted F1 {mg['weighted_f1_mean']:.4f} ± {mg['weighted_f1_std']:.4f} "
-            f"(pooled {mg['weighted_f1_pooled']:.4f}); Bus accuracy {bus['accuracy_pooled']:.4f}")
+        _log(f"CV main-group weighted F1 {mg['weighted_f1_mean']:.4f} ± {mg['weighted_f1_std']:.4f} "
+             f"(pooled {mg['weighted_f1_pooled']:.4f}); Bus accuracy {bus['accuracy_pooled']:.4f}")
         for name, r in cv["other_surveys_simulated"].items():
-            log(f"  {name}: weighted F1 {r.get('weighted_f1', float('nan')):.4f} on {r['n_scored']} "
-                f"({r['n_rejected']} rejected)")
+            _log(f"  {name}: weighted F1 {r.get('weighted_f1', float('nan')):.4f} on {r['n_scored']} "
+                 f"({r['n_rejected']} rejected)")
+    train_pred = ort.InferenceSession(exported.onnx_bytes, providers=["CPUExecutionProvider"]).run(
+        None, {INPUT_NAME: loaded.data.features})[0]
+    return Evaluation(cv, train_pred)
 
-    log(f"final model on all {len(data.objects)} spectra")
-    sigma = np.stack([grid_sigma(s, v) for s, v in zip(data.spectra, data.features, strict=True)])
-    final = train_model(cfg, data.features, sigma, data.group, data.bus, seed=args.seed, threads=args.threads,
-                        label="  final ", log=log)
-    onnx_bytes = export_onnx(final, {INPUT_NAME: (None, data.features.shape[1])})
-    check = compare_onnx_keras(final, onnx_bytes, {INPUT_NAME: data.features})
-    log(f"ONNX vs Keras on {check['n_samples']} spectra: max |diff| {check['max_abs_diff']:.2e}, "
-        f"argmax agreement {check['argmax_agreement']:.4f}; ONNX {len(onnx_bytes) / 1024:.0f} KiB")
-    if check["argmax_agreement"] < 1.0:
-        log("ONNX and Keras disagree on a class: not publishing")
-        return 1
-    import onnxruntime as ort
 
-    train_pred = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"]).run(
-        None, {INPUT_NAME: data.features})[0]
-    seconds = time.perf_counter() - t_start
-    metadata = build_metadata(data, cfg, args, onnx_bytes, cv, check, train_pred, seconds)
-    if feedback is not None:
-        return _publish_gated(args, onnx_bytes, metadata, feedback, eval_set, cv, check, cfg, seconds, log)
+def evaluate_protocol(args: argparse.Namespace, loaded: Loaded, cfg: ModelConfig, folds: int) -> TrainResult:
+    """--dev-split: CV on the development 80 % only (the held-out 20 % stays untouched); nothing published."""
+    data = loaded.data
+    dev, held_out = development_split(data.group)
+    _log(f"development split: {len(dev)} spectra ({len(held_out)} held out, untouched); model: {cfg}")
+    cv = cross_validate(_subset(data, dev), cfg, folds, args.seed, args.threads, {}, log=_log)
+    mg = cv["main_group"]
+    _log(f"dev-split CV main-group weighted F1 {mg['weighted_f1_mean']:.4f} ± {mg['weighted_f1_std']:.4f} "
+         f"(pooled {mg['weighted_f1_pooled']:.4f}); from the Bus head {mg['from_bus_head_accuracy']:.4f} accuracy")
+    report = {"dev_split_cv": cv, "config": dataclasses.asdict(cfg)}
+    return TrainResult(TASK, "not_published", report, report_path=_write_report(args.report, report),
+                       message=f"dev-split CV main-group weighted F1 {mg['weighted_f1_pooled']:.4f} (pooled)")
+
+
+def publish(args: argparse.Namespace, loaded: Loaded, cfg: ModelConfig, exported: Exported,
+            evaluation: Evaluation, seconds: float) -> TrainResult:
+    """Metadata, then the registry: through the promotion gate with --with-labels, else straight (or into
+    the bundled baseline with --bundle); the report is written last, with the version."""
+    from stream.models.registry import BUNDLED
+    from stream.settings import Settings
+    from training.keras_export import publish as publish_model
+
+    metadata = build_metadata(loaded.data, cfg, args, exported.onnx_bytes, evaluation.cv, exported.check,
+                              evaluation.train_pred, seconds)
+    report = {"cv": evaluation.cv, "onnx_vs_keras": exported.check, "training_seconds": round(seconds, 1)}
+    extra = {"config": dataclasses.asdict(cfg), "onnx_bytes": len(exported.onnx_bytes)}
+    if loaded.feedback is not None:
+        from training.gate import argmax_metrics, gate_and_publish, gate_metadata
+
+        metadata["feedback"] = loaded.feedback.report
+        metadata["training_data"]["held_out"] = loaded.eval_set.describe()
+        decision, version, uri = gate_and_publish(
+            args.registry or Settings().registry, TASK, MODEL_NAME, exported.onnx_bytes, metadata, loaded.eval_set,
+            argmax_metrics(OUTPUT_GROUP), "weighted_f1", tolerance=args.gate_tolerance,
+            keep_refused=args.keep_refused, log=_log)
+        report.update(registry=uri, version=version, **extra, gate=gate_metadata(decision),
+                      feedback=loaded.feedback.report)
+        status = "published" if decision.accepted else "refused"
+        return TrainResult(TASK, status, report, version, uri, decision, _write_report(args.report, report),
+                           message=decision.reason)
     registry = BUNDLED if args.bundle else (args.registry or Settings().registry)
-    uri, version = publish(registry, "smass", onnx_bytes, metadata, bundled=args.bundle)
-    log(f"published smass v{version} ({MODEL_NAME}) to {uri} in {seconds:.0f} s")
-    _write_metrics(args.out_metrics, {
-        "cv": cv, "onnx_vs_keras": check, "training_seconds": round(seconds, 1), "registry": uri,
-        "version": version, "config": dataclasses.asdict(cfg), "onnx_bytes": len(onnx_bytes)})
-    return 0
+    uri, version = publish_model(registry, TASK, exported.onnx_bytes, metadata, bundled=args.bundle)
+    report.update(registry=uri, version=version, **extra)
+    return TrainResult(TASK, "published", report, version, uri, report_path=_write_report(args.report, report),
+                       message=f"{TASK} v{version} ({MODEL_NAME}) to {uri} in {seconds:.0f} s")
 
 
-def _write_metrics(path: Path | None, report: dict) -> None:
-    """The run's report as JSON at ``--out-metrics`` (nothing without it)."""
+def _write_report(path: Path | None, report: dict) -> Path | None:
+    """The run's report as JSON at ``--report`` (nothing without it); returns where it was written."""
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=1))
-
-
-def _publish_gated(args: argparse.Namespace, onnx_bytes: bytes, metadata: dict, feedback, eval_set, cv: dict | None,
-                   check: dict, cfg: ModelConfig, seconds: float, log) -> int:
-    """--with-labels: score candidate and champion on the held-out set, publish only if not worse.
-    Returns 0 when published (promoted), 3 when refused."""
-    from stream.settings import Settings
-    from training.gate import argmax_metrics, gate_and_publish, gate_metadata
-
-    metadata["feedback"] = feedback.report
-    metadata["training_data"]["held_out"] = eval_set.describe()
-    decision, version, uri = gate_and_publish(
-        args.registry or Settings().registry, "smass", MODEL_NAME, onnx_bytes, metadata, eval_set,
-        argmax_metrics(OUTPUT_GROUP), "weighted_f1", tolerance=args.gate_tolerance,
-        keep_refused=args.keep_refused, log=log)
-    _write_metrics(args.out_metrics, {
-        "cv": cv, "onnx_vs_keras": check, "training_seconds": round(seconds, 1), "registry": uri,
-        "version": version, "config": dataclasses.asdict(cfg), "onnx_bytes": len(onnx_bytes),
-        "gate": gate_metadata(decision), "feedback": feedback.report})
-    return 0 if decision.accepted else 3
+    return path

@@ -1,51 +1,29 @@
 """`skystream train tess`: the TESS transit triage/vetting CNN from Yu et al. 2019's labelled signals.
 
-Data: ../shared/data/tess/yu2019 (TFRecords; origin: the public Astronet-Triage repository,
-yuliang419/Astronet-Triage, ``tfrecord/``): 14,858 threshold-crossing events of TESS sectors 1-5,
-each with a 201-bin global and 61-bin local view in the Astronet-Triage convention (the same one
-stream/features/transits.py produces), its BLS period, duration and depth, and a disposition: PC (planet
-candidate), EB (eclipsing binary), J (junk), O (other: 3 events, left out).
+Data: the yu2019 TFRecords in ``DATA_DIR`` unless ``--data-dir`` says otherwise (origin: the public
+Astronet-Triage repository, yuliang419/Astronet-Triage, ``tfrecord/``): 14,858 threshold-crossing
+events of TESS sectors 1-5, each with a 201-bin global and 61-bin local view in the Astronet-Triage
+convention (the same one stream/features/transits.py produces), its BLS period, duration and depth,
+and a disposition: PC (planet candidate), EB (eclipsing binary), J (junk), O (other: 3 events, left out).
 
 Model: AstroNet-style two-branch 1D CNN (Shallue & Vanderburg 2018; Yu et al. 2019), Keras
 functional API: a deep branch on the global view, a shallow one on the local view, and the
-scalars of stream.transit_model.scalar_features, joined by dense layers into three logits
-(PC, EB, J). Trained on the train split with time-reversal and local-view stretch augmentation.
-The exported model is ONE network read twice: its logits are averaged over each event and its
-time reversal (both views reversed, inside the ONNX graph), then calibrated by two-stage
+scalars of stream.scoring.transit_predictor.scalar_features, joined by dense layers into three
+logits (PC, EB, J). Trained on the train split with time-reversal and local-view stretch
+augmentation. The exported model is ONE network read twice: its logits are averaged over each event
+and its time reversal (both views reversed, inside the ONNX graph), then calibrated by two-stage
 temperature scaling fitted on val (``calibrated_probabilities``). Each epoch the current weights,
 their running average over the second half (SWA) and their exponential moving average (decay
 0.999 per step) are candidates; val picks by the mean of triage and vetting average precision,
 judged as shipped (flip-averaged, calibrated). The ONNX model takes ``global_view`` (N,201,1),
 ``local_view`` (N,61,1), ``scalars`` (N,3) and returns ``probabilities`` (N,3).
+docs/experiments/tess-protocol.md has what each of these choices was measured to be worth.
 
-What was measured (yu2019 val: 1,657 events, 227 PC+EB, 51 PC; 40 epochs, 1 thread;
-triage AP / triage accuracy / vetting AP; Yu et al.'s ten-model ensemble: 0.970 / 0.974 / 0.693):
+A run is load → fit → export and verify → evaluate → publish (through the promotion gate with
+``--with-labels``):
 
-- previous protocol (one softmax temperature, no flip averaging, no EMA): shipped model (seed 7,
-  2 threads) 0.9717 / 0.9771 / 0.6993 (0.7043 before calibration); seed 7 at 1 thread 0.9722 /
-  0.9765 / 0.7054; seed 8 0.9699 / 0.9753 / 0.6865. With 51 positives one PC moving a few ranks
-  moves vetting AP by ~0.01; epoch to epoch it moves by ~0.02.
-- one softmax temperature reorders P(PC) (the log-sum-exp of the other logits is not linear in
-  1/T) and cost 0.005-0.006 of vetting AP on average over the last 10 epochs of both seeds; the
-  two-stage temperature keeps the ranking (vetting AP = the uncalibrated one) at the same log loss
-  and triage metrics (seed 7's chosen weights: log loss 0.1059 vs 0.1066).
-- flip averaging: +0.01 to +0.02 vetting AP for nearly every candidate (last-10-epoch means,
-  seed 7: epochs 0.6941 -> 0.7053, SWA 0.7007 -> 0.7110; seed 8: epochs 0.6771 -> 0.6985,
-  EMA 0.6953 -> 0.7093), triage AP +0.001.
-- EMA weights: smoother than single epochs; they won for seed 8 (0.9711 / 0.9777 / 0.7139 one
-  temperature, 0.7156 two-stage), not for seed 7 (epoch 35: 0.9745 / 0.9771 / 0.7116 one
-  temperature, 0.7177 two-stage).
-- this protocol (the defaults; `skystream train tess --bundled --threads 1`, seed 7), shipped:
-  epoch 35, 0.9747 / 0.9771 / 0.7177 (uncalibrated 0.9746 / 0.9765 / 0.7177), log loss 0.1059.
-- seed spread of this protocol's chosen model: seed 7 0.9747 / 0.9771 / 0.7177 (epoch 35);
-  seed 8 (one-temperature selection, see above) 0.9711 / 0.9777 / 0.7156; seed 9 0.9685 /
-  0.9753 / 0.7155 (EMA at epoch 22). Vetting AP clears 0.71 for all three; triage AP does not
-  (seed 9 is below 0.970), and triage accuracy has a binomial error of ~0.004 on 1,657 events,
-  so neither triage margin is assured on another split.
-
-    skystream train tess [--epochs 40] [--registry DIR | --bundled] [--limit N] [--threads 1]
+    skystream train tess [--epochs 40] [--registry DIR | --bundle | --no-publish] [--limit N] [--threads 1]
 """
-
 from __future__ import annotations
 
 import argparse
@@ -53,16 +31,29 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stream.features.transits import GLOBAL_BINS, LOCAL_BINS, normalise_view
 from stream.scoring.transit_predictor import CLASSES, MODEL_NAME, SCALAR_FEATURES, scalar_features
 from stream.settings import shared_data
+from training.result import TrainResult
+
+if TYPE_CHECKING:
+    from training.gate import GateDecision
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "DATA_DIR", "GATE_PRIMARY", "LABELS", "TASK", "Evaluation", "Exported", "Fitted", "Loaded", "WeightAverage",
+    "add_arguments", "augment", "build_metadata", "build_model", "calibrated_probabilities", "check_arguments",
+    "data_hash", "drift_reference", "evaluate", "expected_calibration_error", "export_and_verify", "fit",
+    "fit_temperatures", "flip_averaged", "gate_metrics", "inputs_of", "load", "load_split", "metrics", "publish",
+    "run", "selection_score", "serving_model", "shards",
+]
 
 TASK = "tess"
 DATA_DIR = shared_data() / "tess" / "yu2019"
@@ -72,10 +63,11 @@ LABELS = {c: i for i, c in enumerate(CLASSES)}  # O (other) is left out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, default=DATA_DIR, help="directory with the yu2019 TFRecord shards")
+    """The flags of `skystream train tess`."""
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="directory with the yu2019 TFRecord shards")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--registry", help="registry to publish to (default: SKYSTREAM_REGISTRY)")
-    where.add_argument("--bundled", action="store_true",
+    where.add_argument("--bundle", action="store_true",
                        help="publish into stream/bundled/registry (the shipped baseline) instead")
     where.add_argument("--no-publish", action="store_true", help="train and evaluate only")
     parser.add_argument("--epochs", type=int, default=40)
@@ -91,7 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not average the logits of each event and of its time reversal in the model")
     parser.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N train and val events (tests)")
-    parser.add_argument("--report", type=Path, help="also write the metrics and metadata as JSON here")
+    parser.add_argument("--report", type=Path, help="also write the metrics report (metrics, training, ONNX check) "
+                        "as JSON here")
     parser.add_argument("--with-labels", metavar="SOURCE", default=None,
                         help="retrain with curated labels (task tess) from a broker host:port or a JSON-lines dump "
                              "(`skystream labels dump`), applied to train and val; publish only if the candidate "
@@ -105,6 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # -- data ----------------------------------------------------------------------------------------
 def data_hash(paths: list[Path]) -> str:
+    """sha256 over the shards' names and contents (order-independent)."""
     h = hashlib.sha256()
     for p in sorted(paths):
         h.update(p.name.encode())
@@ -113,6 +107,7 @@ def data_hash(paths: list[Path]) -> str:
 
 
 def shards(data_dir: Path, split: str) -> list[Path]:
+    """The TFRecord shards of one split (``train`` or ``val``), sorted."""
     found = sorted(data_dir.glob(f"{split}-*"))
     if not found:
         raise SystemExit(f"no {split}-* TFRecord shards in {data_dir} (get them from {DATA_ORIGIN})")
@@ -152,6 +147,7 @@ def load_split(data_dir: Path, split: str, limit: int = 0) -> dict[str, np.ndarr
 
 
 def inputs_of(d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The model inputs (views with a channel axis, scalars) of a loaded split, as float32."""
     return {
         "global_view": d["global_view"].astype(np.float32)[..., None],
         "local_view": d["local_view"].astype(np.float32)[..., None],
@@ -251,6 +247,7 @@ def serving_model(logit_model: Any, temperatures: tuple[float, float], flip_aver
 
 # -- evaluation ----------------------------------------------------------------------------------
 def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error of binary probabilities ``p`` against 0/1 labels ``y``, in equal-width bins."""
     edges = np.linspace(0, 1, bins + 1)
     idx = np.clip(np.digitize(p, edges) - 1, 0, bins - 1)
     ece = 0.0
@@ -320,6 +317,7 @@ def fit_temperatures(logits: np.ndarray, labels: np.ndarray) -> tuple[float, flo
 
 
 def selection_score(m: dict[str, float]) -> float:
+    """What val picks the weights by: the mean of triage and vetting average precision."""
     return 0.5 * (m["triage_average_precision"] + m["vetting_average_precision"])
 
 
@@ -389,15 +387,95 @@ class WeightAverage:
         return [avg.get(id(v), np.asarray(v.value)) for v in self.model.weights]
 
 
-def train(args: argparse.Namespace) -> dict[str, Any]:
+# -- the run: load → fit → export and verify → evaluate → publish --------------------------------
+def run(args: argparse.Namespace) -> TrainResult:
+    """`skystream train tess`: every step in order."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    problem = check_arguments(args)
+    if problem:
+        return TrainResult(TASK, "invalid_arguments", message=problem)
+    loaded = load(args)
+    fitted = fit(args, loaded)
+    exported = export_and_verify(args, loaded, fitted)
+    if exported.check["max_abs_diff"] > ONNX_TOLERANCE:
+        return TrainResult(TASK, "export_mismatch", {"onnx_check": exported.check},
+                           message=f"ONNX and Keras disagree: max |diff| {exported.check['max_abs_diff']:.2e}")
+    evaluation = evaluate(loaded, fitted, exported)
+    return publish(args, loaded, fitted, exported, evaluation)
+
+
+ONNX_TOLERANCE = 1e-4  # largest |ONNX - Keras| probability accepted for publication
+
+
+@dataclass
+class Loaded:
+    """The train and val splits (curated labels applied with --with-labels) and the model inputs of each."""
+
+    train: dict[str, np.ndarray]  # load_split's columns
+    val: dict[str, np.ndarray]
+    x_train: dict[str, np.ndarray]  # inputs_of(train)
+    x_val: dict[str, np.ndarray]
+    feedback: dict[str, Any] | None = None  # with --with-labels: what the labels changed, per split
+
+    @property
+    def y_train(self) -> np.ndarray:
+        """Labels of the train split (index into CLASSES)."""
+        return self.train["label"]
+
+    @property
+    def y_val(self) -> np.ndarray:
+        """Labels of the val split (index into CLASSES)."""
+        return self.val["label"]
+
+
+@dataclass
+class Fitted:
+    """The chosen weights (PC loss weight undone in the logits) and their calibration on val."""
+
+    logit_model: Any  # Keras: (PC, EB, J) logits
+    reader: Any  # the logits as shipped: logit_model flip-averaged (or itself with --no-flip-average)
+    temperatures: tuple[float, float]  # two-stage temperature scaling, fitted on val
+    chosen_weights: str  # which candidate val picked, e.g. "epoch 35"
+    history: list[dict[str, Any]]  # every candidate's val metrics
+    val_logits: np.ndarray  # the reader's logits on val
+    seconds: float  # training time
+
+
+@dataclass
+class Exported:
+    """The serving model, its ONNX bytes, the ONNX-vs-Keras check and the smoke test for workers."""
+
+    model: Any
+    onnx_bytes: bytes
+    check: dict[str, Any]
+    smoke: dict[str, Any]
+
+
+@dataclass
+class Evaluation:
+    """Metrics of the shipped model (calibrated) on val and train, and val uncalibrated."""
+
+    val: dict[str, float]
+    val_uncalibrated: dict[str, float]
+    train: dict[str, float]
+    val_probs: np.ndarray
+
+
+def check_arguments(args: argparse.Namespace) -> str | None:
+    """Why the flags contradict each other, or None."""
+    if getattr(args, "with_labels", None) and args.bundle:
+        return "--with-labels gates against a registry's champion; it does not write the bundled baseline"
+    return None
+
+
+def load(args: argparse.Namespace) -> Loaded:
+    """Seeded TensorFlow on its thread budget, then the train and val splits (with --with-labels relabelled)."""
     from training.keras_export import configure_tensorflow
 
+    # Before the first TFRecord is read: thread counts can only be set before TensorFlow's runtime starts.
     configure_tensorflow(args.seed, threads=args.threads)
-    import keras
-
-    t0 = time.perf_counter()
-    train_d = load_split(args.data, "train", args.limit)
-    val_d = load_split(args.data, "val", args.limit)
+    train_d = load_split(args.data_dir, "train", args.limit)
+    val_d = load_split(args.data_dir, "val", args.limit)
     feedback = None
     if getattr(args, "with_labels", None):
         from training.feedback import load_labels, merge_tess
@@ -408,11 +486,19 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{split}: {m.summary()}", flush=True)
         train_d, val_d = merged["train"].data, merged["val"].data
         feedback = {split: m.report for split, m in merged.items()}
-    x_train, y_train = inputs_of(train_d), train_d["label"]
-    x_val, y_val = inputs_of(val_d), val_d["label"]
-    log.info("train %d events %s, val %d events %s", len(y_train), np.bincount(y_train, minlength=3),
-             len(y_val), np.bincount(y_val, minlength=3))
+    loaded = Loaded(train_d, val_d, inputs_of(train_d), inputs_of(val_d), feedback)
+    log.info("train %d events %s, val %d events %s", len(loaded.y_train), np.bincount(loaded.y_train, minlength=3),
+             len(loaded.y_val), np.bincount(loaded.y_val, minlength=3))
+    return loaded
 
+
+def fit(args: argparse.Namespace, loaded: Loaded) -> Fitted:
+    """Train on the train split; each epoch's current, SWA and EMA weights are candidates, val picks
+    (judged as shipped); then the PC loss weight is folded into the logits and the temperatures fitted."""
+    import keras
+
+    t0 = time.perf_counter()
+    x_train, y_train, x_val, y_val = loaded.x_train, loaded.y_train, loaded.x_val, loaded.y_val
     stats = (x_train["scalars"].mean(axis=0).tolist(), x_train["scalars"].var(axis=0).tolist())
     model = build_model(stats)
     steps = args.epochs * int(np.ceil(len(y_train) / args.batch_size))
@@ -465,47 +551,49 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     model.get_layer("logits").set_weights([kernel, bias + offset.astype(bias.dtype)])
     val_logits = reader.predict(x_val, batch_size=512, verbose=0)
     temperatures = fit_temperatures(val_logits, y_val)
-    train_seconds = time.perf_counter() - t0
-    val_uncal = metrics(calibrated_probabilities(val_logits), y_val)
-    val_probs = calibrated_probabilities(val_logits, temperatures)
-    val_metrics = metrics(val_probs, y_val)
-    train_logits = reader.predict(x_train, batch_size=512, verbose=0)
-    train_metrics = metrics(calibrated_probabilities(train_logits, temperatures), y_train)
-    return {
-        "logit_model": model, "temperatures": temperatures, "best_epoch": best[1], "history": history,
-        "val": val_metrics, "val_uncalibrated": val_uncal, "train_metrics": train_metrics,
-        "train_seconds": train_seconds, "x_val": x_val, "val_labels": y_val, "train_d": train_d,
-        "val_probs": val_probs, "feedback": feedback, "val_tic_ids": val_d["tic_id"],
-        "n_train": len(y_train), "n_val": len(y_val),
-        "class_counts": {"train": np.bincount(y_train, minlength=3).tolist(),
-                         "val": np.bincount(y_val, minlength=3).tolist()},
-    }
+    return Fitted(model, reader, temperatures, best[1], history, val_logits, time.perf_counter() - t0)
 
 
-def run(args: argparse.Namespace) -> int:
-    from stream.features.transits import DEFAULT_CONFIG
+def export_and_verify(args: argparse.Namespace, loaded: Loaded, fitted: Fitted) -> Exported:
+    """The serving model (flip-averaged, calibrated) as ONNX, compared with Keras on val, with a smoke test."""
     from stream.models.hot_swap import make_smoke_test
-    from stream.settings import Settings
-    from training.keras_export import code_version, compare_onnx_keras, export_onnx, library_versions, onnx_io, publish
+    from training.keras_export import compare_onnx_keras, export_onnx
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if getattr(args, "with_labels", None) and args.bundled:
-        print("--with-labels gates against a registry's champion; it does not write the bundled baseline")
-        return 2
-    result = train(args)
-    model = serving_model(result["logit_model"], result["temperatures"], flip_average=args.flip_average)
+    model = serving_model(fitted.logit_model, fitted.temperatures, flip_average=args.flip_average)
     onnx_bytes = export_onnx(model, {"global_view": (None, GLOBAL_BINS, 1), "local_view": (None, LOCAL_BINS, 1),
                                      "scalars": (None, len(SCALAR_FEATURES))})
-    check = compare_onnx_keras(model, onnx_bytes, result["x_val"])
-    if check["max_abs_diff"] > 1e-4:
-        raise SystemExit(f"ONNX and Keras disagree: max |diff| {check['max_abs_diff']:.2e}")
+    check = compare_onnx_keras(model, onnx_bytes, loaded.x_val)
     # Reference inputs and outputs a worker checks before serving this version (stream.models.hot_swap):
     # two val events of each class.
-    labels = result["val_labels"]
+    labels = loaded.y_val
     pick = np.concatenate([np.flatnonzero(labels == k)[:2] for k in range(len(CLASSES))])
-    smoke = make_smoke_test(onnx_bytes, {k: v[pick] for k, v in result["x_val"].items()})
-    all_shards = shards(args.data, "train") + shards(args.data, "val")
-    metadata = {
+    smoke = make_smoke_test(onnx_bytes, {k: v[pick] for k, v in loaded.x_val.items()})
+    return Exported(model, onnx_bytes, check, smoke)
+
+
+def evaluate(loaded: Loaded, fitted: Fitted, exported: Exported) -> Evaluation:
+    """Val (calibrated and not) and train metrics of the model as shipped; prints a JSON summary."""
+    val_uncal = metrics(calibrated_probabilities(fitted.val_logits), loaded.y_val)
+    val_probs = calibrated_probabilities(fitted.val_logits, fitted.temperatures)
+    val_metrics = metrics(val_probs, loaded.y_val)
+    train_logits = fitted.reader.predict(loaded.x_train, batch_size=512, verbose=0)
+    train_metrics = metrics(calibrated_probabilities(train_logits, fitted.temperatures), loaded.y_train)
+    print(json.dumps({"val": val_metrics, "chosen_weights": fitted.chosen_weights,
+                      "temperatures": fitted.temperatures, "train_seconds": round(fitted.seconds, 1),
+                      "onnx_max_abs_diff": exported.check["max_abs_diff"],
+                      "onnx_bytes": len(exported.onnx_bytes)}, indent=1))
+    return Evaluation(val_metrics, val_uncal, train_metrics, val_probs)
+
+
+def build_metadata(args: argparse.Namespace, loaded: Loaded, fitted: Fitted, exported: Exported,
+                   evaluation: Evaluation) -> dict[str, Any]:
+    """The registry metadata: classes, I/O, views, preprocessing, calibration, metrics, training settings
+    and history, data provenance, ONNX check, smoke test, drift reference, code and library versions."""
+    from stream.features.transits import DEFAULT_CONFIG
+    from training.keras_export import code_version, library_versions, onnx_io
+
+    all_shards = shards(args.data_dir, "train") + shards(args.data_dir, "val")
+    return {
         "name": MODEL_NAME,
         "description": "AstroNet-style two-branch 1D CNN: TESS transit triage (PC or EB vs junk) and "
                        "vetting (PC vs rest), logits averaged over each event and its time reversal, "
@@ -516,7 +604,7 @@ def run(args: argparse.Namespace) -> int:
             "triage_probability": "P(PC) + P(EB): astrophysical signal",
             "planet_probability": "P(PC): planet candidate",
         },
-        "io": onnx_io(onnx_bytes),
+        "io": onnx_io(exported.onnx_bytes),
         "scalar_features": list(SCALAR_FEATURES),
         "views": {"global_bins": GLOBAL_BINS, "local_bins": LOCAL_BINS,
                   "convention": "Astronet-Triage (Yu et al. 2019): median bins, median 0, minimum -1"},
@@ -524,68 +612,80 @@ def run(args: argparse.Namespace) -> int:
         "calibration": {"method": "two-stage temperature scaling fitted on val: P(PC) = sigmoid(PC-vs-rest "
                                   "log-odds / planet_temperature); EB and J share the rest by sigmoid((z_EB - z_J) "
                                   "/ eb_junk_temperature)",
-                        "planet_temperature": result["temperatures"][0],
-                        "eb_junk_temperature": result["temperatures"][1]},
-        "metrics": {"val": result["val"], "val_uncalibrated": result["val_uncalibrated"],
-                    "train": result["train_metrics"],
+                        "planet_temperature": fitted.temperatures[0],
+                        "eb_junk_temperature": fitted.temperatures[1]},
+        "metrics": {"val": evaluation.val, "val_uncalibrated": evaluation.val_uncalibrated,
+                    "train": evaluation.train,
                     "note": "val chose the weights and fitted the temperatures; it is not an independent test"},
         "training": {
-            "epochs": args.epochs, "chosen_weights": result["best_epoch"], "batch_size": args.batch_size,
+            "epochs": args.epochs, "chosen_weights": fitted.chosen_weights, "batch_size": args.batch_size,
             "learning_rate": args.learning_rate, "seed": args.seed, "threads": args.threads,
             "pc_loss_weight": args.pc_weight,
-            "seconds": round(result["train_seconds"], 1), "n_train": result["n_train"], "n_val": result["n_val"],
-            "class_counts": result["class_counts"], "limit": args.limit,
+            "seconds": round(fitted.seconds, 1), "n_train": len(loaded.y_train), "n_val": len(loaded.y_val),
+            "class_counts": {"train": np.bincount(loaded.y_train, minlength=3).tolist(),
+                             "val": np.bincount(loaded.y_val, minlength=3).tolist()},
+            "limit": args.limit,
             "augmentation": "time reversal, noise 0.03; local view stretch 0.8-1.2 and shift +-1.5 bins",
             "swa": "weights averaged over the second half of the epochs are candidates too",
             "ema_decay": args.ema_decay,
             "flip_average": args.flip_average,
-            "history": result["history"],
+            "history": fitted.history,
         },
         # Provenance, not this machine's path: the dataset's name, origin and per-shard hashes.
-        "data": {"name": args.data.name, "sha256": data_hash(all_shards), "origin": DATA_ORIGIN,
+        "data": {"name": args.data_dir.name, "sha256": data_hash(all_shards), "origin": DATA_ORIGIN,
                  "shards": [p.name for p in all_shards],
                  "shard_sha256": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in all_shards}},
-        "onnx_check": check,
-        "smoke_test": smoke,
-        "drift_reference": drift_reference(result["train_d"], result["val_probs"]),
+        "onnx_check": exported.check,
+        "smoke_test": exported.smoke,
+        "drift_reference": drift_reference(loaded.train, evaluation.val_probs),
         "code_version": code_version(),
         "libraries": library_versions(),
     }
-    summary = {k: metadata[k] for k in ("metrics", "training", "onnx_check")}
-    print(json.dumps({"val": result["val"], "chosen_weights": result["best_epoch"],
-                      "temperatures": result["temperatures"], "train_seconds": round(result["train_seconds"], 1),
-                      "onnx_max_abs_diff": check["max_abs_diff"], "onnx_bytes": len(onnx_bytes)}, indent=1))
+
+
+def publish(args: argparse.Namespace, loaded: Loaded, fitted: Fitted, exported: Exported,
+            evaluation: Evaluation) -> TrainResult:
+    """Metadata and the JSON report, then the registry: through the promotion gate with --with-labels,
+    else straight (or into the bundled baseline with --bundle); nothing with --no-publish."""
+    from stream.settings import Settings
+    from training.keras_export import publish as publish_model
+
+    metadata = build_metadata(args, loaded, fitted, exported, evaluation)
+    report = {k: metadata[k] for k in ("metrics", "training", "onnx_check")}
     if args.report:
-        args.report.write_text(json.dumps(summary, indent=1))
-    if result["feedback"] is not None:
-        return _publish_gated(args, onnx_bytes, metadata, result)
+        args.report.write_text(json.dumps(report, indent=1))
+    done = dict(task=TASK, metrics=report, report_path=args.report)
+    if loaded.feedback is not None:
+        decision, version, uri = _publish_gated(args, exported.onnx_bytes, metadata, loaded)
+        status = "not_published" if args.no_publish else "published" if decision.accepted else "refused"
+        return TrainResult(status=status, version=version, registry=uri, gate=decision, message=decision.reason,
+                           **done)
     if args.no_publish:
-        return 0
-    if args.bundled:
-        uri, version = publish(BUNDLED_REGISTRY, TASK, onnx_bytes, metadata, bundled=True)
+        return TrainResult(status="not_published", message="--no-publish: trained and evaluated only", **done)
+    if args.bundle:
+        uri, version = publish_model(BUNDLED_REGISTRY, TASK, exported.onnx_bytes, metadata, bundled=True)
     else:
-        uri, version = publish(args.registry or Settings().registry, TASK, onnx_bytes, metadata)
-    print(f"published {MODEL_NAME} as {TASK} v{version} in {uri}")
-    return 0
+        uri, version = publish_model(args.registry or Settings().registry, TASK, exported.onnx_bytes, metadata)
+    return TrainResult(status="published", version=version, registry=uri,
+                       message=f"{MODEL_NAME} as {TASK} v{version} in {uri}", **done)
 
 
 def _publish_gated(args: argparse.Namespace, onnx_bytes: bytes, metadata: dict[str, Any],
-                   result: dict[str, Any]) -> int:
-    """--with-labels: score candidate and champion on the relabelled val split; publish only if not worse.
-    Returns 0 when published (or --no-publish), 3 when refused."""
+                   loaded: Loaded) -> tuple[GateDecision, str | None, str]:
+    """--with-labels: score candidate and champion on the relabelled val split; publish only if not worse
+    (and not with --no-publish). Returns (decision, version written or None, registry URI)."""
     from stream.settings import Settings
     from training.gate import EvalSet, gate_and_publish
 
     eval_set = EvalSet(
-        result["x_val"], result["val_labels"], tuple(str(t) for t in result["val_tic_ids"]),
+        loaded.x_val, loaded.y_val, tuple(str(t) for t in loaded.val["tic_id"]),
         {"rule": "the yu2019 val split (val-* shards), curated labels applied", "limit": args.limit},
         name="yu2019 val split, curated labels applied")
-    metadata["feedback"] = result["feedback"]
-    metadata["metrics"]["gate_note"] = ("the gate's evaluation set is the val split, which also chose the "
-                                        "weights and fitted the temperatures of the candidate: the candidate's "
-                                        "score is optimistic, so the gate favours it slightly")
-    decision, _, _ = gate_and_publish(
+    metadata["feedback"] = loaded.feedback
+    metadata["metrics"] = dict(metadata["metrics"], gate_note=(
+        "the gate's evaluation set is the val split, which also chose the weights and fitted the temperatures "
+        "of the candidate: the candidate's score is optimistic, so the gate favours it slightly"))
+    return gate_and_publish(
         args.registry or Settings().registry, TASK, MODEL_NAME, onnx_bytes, metadata, eval_set, gate_metrics,
         GATE_PRIMARY, tolerance=args.gate_tolerance, keep_refused=args.keep_refused, publish=not args.no_publish,
         log=lambda line: print(line, flush=True))
-    return 0 if decision.accepted or args.no_publish else 3
