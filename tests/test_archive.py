@@ -73,8 +73,11 @@ def test_stream_results_are_archived_and_history_survives_the_stream(tmp_path: P
     # Everything has stopped (the broker's topics are gone with it): the archive alone answers.
     raw = read("predictions", settings=settings, dedupe=False)
     assert raw.num_rows >= 2 * 5, "the second archiver wrote its copies"
-    assert read("predictions", settings=settings).num_rows == 5
-    assert read("alerts", settings=settings).num_rows == len({a["alert_id"] for a in out.alerts})
+    ids = read("predictions", settings=settings)["prediction_id"].to_pylist()
+    assert sorted(ids) == sorted({p["prediction_id"] for p in out.predictions}) and len(ids) == 5
+    alerts = read("alerts", settings=settings)["alert_id"].to_pylist()
+    assert len(alerts) == len(set(alerts)) and {a["alert_id"] for a in out.alerts} <= set(alerts)
+    assert read("alerts", settings=settings, dedupe=False).num_rows > len(alerts)
     dead = read("rejected", settings=settings).to_pylist()
     assert [(Path(d["uri"]).name, d["stage"]) for d in dead] == [("empty.txt", "watch")]
 
@@ -142,6 +145,8 @@ def test_archive_on_s3_round_trip_without_duplicates(embedded_broker, smass_dir:
     assert asyncio.run(Archiver(replay, uri).run(once=True)).rows == 3
 
     assert read("predictions", uri=uri, settings=settings, dedupe=False).num_rows == 6
+    ids = read("predictions", uri=uri, settings=settings)["prediction_id"].to_pylist()
+    assert sorted(ids) == sorted(p["prediction_id"] for p in predictions)
     for p in predictions:
         (row,) = history(p["object"], uri=uri, settings=settings)
         assert row["prediction_id"] == p["prediction_id"] and row["main_group"] == p["main_group"]

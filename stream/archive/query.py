@@ -56,7 +56,7 @@ def unique(rows: pa.Table, key: tuple[str, ...]) -> pa.Table:
     """The first row of each distinct ``key`` (nulls count as a value), in the table's order."""
     numbered = rows.append_column("_row", pa.array(range(rows.num_rows), pa.int64()))
     first = numbered.group_by(list(key), use_threads=False).aggregate([("_row", "min")])["_row_min"]
-    return rows.take(pc.sort_indices(first))
+    return rows.take(pc.take(first, pc.sort_indices(first)))
 
 
 def object_names(text: str) -> list[str]:
