@@ -73,7 +73,7 @@ def cmd_archive(args: argparse.Namespace) -> int:
     return 0
 
 
-TABLE = "{:<14} {:<10} {:>6}  {:<34} {:<22} {:<20} {:<10}"
+TABLE = "{:<14} {:<10} {:>6}  {:<12} {:<44} {:<20} {}"
 
 
 def _answer(r: dict[str, Any]) -> str:
@@ -89,12 +89,14 @@ def _answer(r: dict[str, Any]) -> str:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    lines = [TABLE.format("object", "kind", "sector", "answer", "model", "file", "published"), "-" * 126]
+    lines = [TABLE.format("object", "kind", "sector", "observed", "answer", "model", "file"), "-" * 130]
     for r in rows:
-        published = datetime.fromtimestamp(r["published_at_ms"] / 1000, UTC).strftime("%Y-%m-%d")
+        # Spectra carry no observation date (SMASS files have none): show when it was scored instead.
+        day = (r["observation_start"] or "")[:10] or datetime.fromtimestamp(
+            r["published_at_ms"] / 1000, UTC).strftime("(%Y-%m-%d)")
         lines.append(TABLE.format(r["object"][:14], r["kind"], r["sector"] if r["sector"] is not None else "",
-                                  _answer(r)[:34], f"{r['model']} v{r['model_version']}"[:22],
-                                  Path(r["source"]).name[:20], published))
+                                  day, _answer(r)[:44], f"{r['model']} v{r['model_version']}"[:20],
+                                  Path(r["source"]).name))
     return "\n".join(lines)
 
 

@@ -149,7 +149,8 @@ def _archive_hint(out: Collected, uri: str) -> None:
     """Where the results were archived, and a command that shows one object's history from it."""
     if not out.predictions:
         return
-    # A star when there is one: its history spans sectors; else the first asteroid.
-    example = next((p for p in out.predictions if p["kind"] == "lightcurve"), out.predictions[0])["object"]
+    # The object seen in the most files (a star observed in several sectors, when there is one).
+    files = Counter((p["object"], p["file_id"]) for p in out.predictions)
+    example = Counter(obj for obj, _ in files).most_common(1)[0][0]
     print(f"\narchive: {uri} (Parquet; readable now the stream has stopped)")
     print(f"  skystream history --archive {shlex.quote(uri)} {shlex.quote(example)}")
