@@ -78,6 +78,9 @@ class Settings:
                                   "(a broker that holds fetches adds up to this per hop)", int)
     toi_table: str | None = _var("SKYSTREAM_TOI_TABLE", None, "TOI catalogue CSV for transit alerts "
                                  "(unset: the newest toi_*.csv of the shared data, if any)")
+    archive: str | None = _var("SKYSTREAM_ARCHIVE", None, "append-only Parquet archive of predictions, alerts "
+                               "and dead letters: a directory or s3://bucket/prefix",
+                               shown_default="<SKYSTREAM_STATE_DIR>/archive")
     artifacts: str = _var("SKYSTREAM_ARTIFACTS", "var/artifacts", "where large alert figures are written")
     alert_rare_threshold: float = _var("SKYSTREAM_ALERT_RARE_THRESHOLD", 0.8, "probability of the Other "
                                        "group from which a spectrum raises a rare-composition alert", float)

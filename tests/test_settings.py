@@ -32,6 +32,7 @@ SAMPLES = {
     "ssl_cafile": ("/etc/ssl/kafka-ca.pem", "/etc/ssl/kafka-ca.pem"),
     "fetch_max_wait_ms": ("500", 500),
     "toi_table": ("/data/toi_2024.csv", "/data/toi_2024.csv"),
+    "archive": ("s3://archive/skystream", "s3://archive/skystream"),
     "artifacts": ("/srv/artifacts", "/srv/artifacts"),
     "alert_rare_threshold": ("0.65", 0.65),
     "shared_data": ("/mnt/shared-data", "/mnt/shared-data"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import shlex
 import time
 from collections import Counter
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 from aiokafka import AIOKafkaProducer
 
+from stream.archive.store import archive_uri
 from stream.devstack.inputs import demo_inputs
 from stream.devstack.localstack import Collected, LocalStack, collect
 from stream.ingest.sources import DirectorySource
@@ -53,10 +55,12 @@ def run_demo(args: argparse.Namespace) -> int:
                     partitions=settings.partitions) as stack:
         for _ in range(args.workers):
             stack.start_worker()
+        stack.start_archiver()
         print(f"workers ready in {stack.wait_ready():.1f} s (joined the group, own all partitions)", flush=True)
         out, stats = asyncio.run(_stream(stack, inputs, args))
-        print("stopping workers and broker...", flush=True)
+        print("stopping workers, archiver and broker...", flush=True)
     _summary(out, stats)
+    _archive_hint(out, archive_uri(stack.settings()))
     return 0 if stats["complete"] else 1
 
 
@@ -139,3 +143,14 @@ def _summary(out: Collected, stats: dict[str, Any]) -> None:
     if not stats["complete"]:
         print(f"  INCOMPLETE: {stats['expected'] - len(preds) - len(rejected)} files without an outcome "
               "before the timeout")
+
+
+def _archive_hint(out: Collected, uri: str) -> None:
+    """Where the results were archived, and a command that shows one object's history from it."""
+    if not out.predictions:
+        return
+    # The object seen in the most files (a star observed in several sectors, when there is one).
+    files = Counter((p["object"], p["file_id"]) for p in out.predictions)
+    example = Counter(obj for obj, _ in files).most_common(1)[0][0]
+    print(f"\narchive: {uri} (Parquet; readable now the stream has stopped)")
+    print(f"  skystream history --archive {shlex.quote(uri)} {shlex.quote(example)}")

@@ -28,13 +28,14 @@ from stream.settings import TOPICS, Settings, child_environment
 
 
 class LocalStack:
-    """An embedded broker (unless ``broker`` is given) plus worker subprocesses.
+    """An embedded broker (unless ``broker`` is given) plus worker and archiver subprocesses.
 
     Every child gets SIGTERM, then SIGKILL after a grace period, when the stack stops: no orphans.
     """
 
     def __init__(self, state_dir: Path, broker: str | None = None, registry: str | None = None,
-                 partitions: int = 4, app_id: str | None = None, log_dir: Path | None = None) -> None:
+                 partitions: int = 4, app_id: str | None = None, log_dir: Path | None = None,
+                 archive: str | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.log_dir = Path(log_dir or self.state_dir / "logs")
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -43,7 +44,9 @@ class LocalStack:
         self.registry = registry
         self.partitions = partitions
         self.app_id = app_id or f"skystream-{os.getpid()}-{int(time.time())}"
+        self.archive = archive
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.archivers: list[subprocess.Popen[bytes]] = []
         self.worker_metrics_ports: list[int] = []
 
     @property
@@ -62,7 +65,8 @@ class LocalStack:
 
     def settings(self) -> Settings:
         return Settings(broker=self.broker, state_dir=self.state_dir, partitions=self.partitions,
-                        app_id=self.app_id, **({"registry": self.registry} if self.registry else {}))
+                        app_id=self.app_id, archive=self.archive,
+                        **({"registry": self.registry} if self.registry else {}))
 
     def start(self) -> LocalStack:
         if self._embedded:
@@ -79,6 +83,17 @@ class LocalStack:
         )
         self.workers.append(proc)
         self.worker_metrics_ports.append(port)
+        return proc
+
+    def start_archiver(self, batch_seconds: float = 2.0) -> subprocess.Popen[bytes]:
+        """`skystream archive` beside the workers (its own consumer group), writing to
+        ``archive_uri(self.settings())``; it drains the topics and flushes when the stack stops."""
+        log = open(self.log_dir / f"archiver-{len(self.archivers)}.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "archive", "--batch-seconds", str(batch_seconds)],
+            env=self.env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        self.archivers.append(proc)
         return proc
 
     def stop_worker(self, proc: subprocess.Popen[bytes], grace: float = 15.0) -> int:
@@ -117,7 +132,8 @@ class LocalStack:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        for proc in self.workers:
+        # Workers first, archivers after: an archiver reads what the workers wrote last before it exits.
+        for proc in self.workers + self.archivers:
             with contextlib.suppress(Exception):
                 self.stop_worker(proc)
         if self._embedded:

@@ -1,0 +1,126 @@
+"""`skystream archive` (keep every result as Parquet) and `skystream history OBJECT` (read it back)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import csv
+import dataclasses
+import json
+import signal
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from stream.settings import Settings
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "archive", help="append every prediction, alert and dead letter to the Parquet archive",
+        description="Consume the predictions, alerts and dead-letter topics in the consumer group "
+        "<SKYSTREAM_APP_ID>-archive and write them as Parquet files partitioned by kind (stage for dead "
+        "letters) and day, under SKYSTREAM_ARCHIVE (a directory or s3://bucket/prefix; default "
+        "<SKYSTREAM_STATE_DIR>/archive). Offsets are committed after each file is written. Runs until "
+        "Ctrl-C or SIGTERM, then writes what it holds.")
+    p.add_argument("--broker", help="Kafka bootstrap servers (default: $SKYSTREAM_BROKER)")
+    p.add_argument("--archive", help="directory or s3://bucket/prefix (default: $SKYSTREAM_ARCHIVE)")
+    p.add_argument("--once", action="store_true", help="archive up to the end of the topics, then exit")
+    p.add_argument("--batch-rows", type=int, default=5000, help="write a file at this many rows (default 5000)")
+    p.add_argument("--batch-seconds", type=float, default=30.0,
+                   help="or when the oldest buffered row is this old (default 30)")
+    p.set_defaults(func=cmd_archive)
+
+    p = subparsers.add_parser(
+        "history", help="every archived prediction for a TIC id or asteroid, across sectors and models",
+        description="Read the archive (no broker needed) and list every prediction made for OBJECT: "
+        "'TIC 25155310' or '25155310' for a star, '4' or '1996 UK' for an asteroid (a bare number "
+        "matches both). Duplicate deliveries are shown once.")
+    p.add_argument("object", help="TIC id or asteroid number / provisional designation")
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output (default table)")
+    p.add_argument("--archive", help="directory or s3://bucket/prefix (default: $SKYSTREAM_ARCHIVE)")
+    p.set_defaults(func=cmd_history)
+
+
+def cmd_archive(args: argparse.Namespace) -> int:
+    from stream.archive.writer import Archiver
+
+    settings = Settings()
+    broker = args.broker or settings.broker
+    if not broker:
+        sys.exit("archive: no broker configured (SKYSTREAM_BROKER or --broker)")
+    settings = dataclasses.replace(settings, broker=broker, archive=args.archive or settings.archive)
+    archiver = Archiver(settings, max_rows=args.batch_rows, max_seconds=args.batch_seconds)
+    print(f"archiving to {archiver.uri} (group {archiver.group})", file=sys.stderr, flush=True)
+
+    async def main() -> None:
+        from stream.runtime.kafka import ensure_topics
+
+        await ensure_topics(broker, settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await archiver.run(stop, once=args.once)
+
+    asyncio.run(main())
+    stats = archiver.stats
+    print(f"archived {stats.rows} records in {len(stats.files)} files"
+          + (f"; {stats.undecodable} undecodable messages skipped" if stats.undecodable else ""),
+          file=sys.stderr, flush=True)
+    return 0
+
+
+TABLE = "{:<14} {:<10} {:>6}  {:<12} {:<44} {:<20} {}"
+
+
+def _answer(r: dict[str, Any]) -> str:
+    """The prediction in a few words: the best transit signal, or the spectral class."""
+    if r["kind"] == "lightcurve":
+        if not r["signals"]:
+            return "no signal"
+        s = max(r["signals"], key=lambda s: s["planet_probability"])
+        return (f"P={s['period_days']:.4f}d p={s['planet_probability']:.2f}"
+                + (f" {s['known_toi']}" if s["known_toi"] else ""))
+    prob = max((r["probabilities"] or {}).values(), default=0.0)
+    return f"{r['main_group']} p={prob:.2f}" + (f" bus {r['bus_class']}" if r["bus_class"] else "")
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    lines = [TABLE.format("object", "kind", "sector", "observed", "answer", "model", "file"), "-" * 130]
+    for r in rows:
+        # Spectra carry no observation date (SMASS files have none): show when it was scored instead.
+        day = (r["observation_start"] or "")[:10] or datetime.fromtimestamp(
+            r["published_at_ms"] / 1000, UTC).strftime("(%Y-%m-%d)")
+        lines.append(TABLE.format(r["object"][:14], r["kind"], r["sector"] if r["sector"] is not None else "",
+                                  day, _answer(r)[:44], f"{r['model']} v{r['model_version']}"[:20],
+                                  Path(r["source"]).name))
+    return "\n".join(lines)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: bytes as base64 (none in predictions today, but every column is kept)."""
+    return base64.b64encode(value).decode() if isinstance(value, bytes) else value
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from stream.archive.query import history
+
+    settings = Settings()
+    rows = history(args.object, uri=args.archive, settings=settings)
+    if args.format == "json":
+        print(json.dumps(rows, default=_plain, indent=1))
+    elif args.format == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["object"])
+        writer.writeheader()
+        for r in rows:  # nested values (probabilities, signals) as JSON in their cell
+            writer.writerow({k: json.dumps(v, default=_plain) if isinstance(v, dict | list) else _plain(v)
+                             for k, v in r.items()})
+    else:
+        if not rows:
+            print(f"no archived predictions for {args.object!r}", file=sys.stderr)
+            return 1
+        print(_table(rows))
+    return 0
