@@ -132,7 +132,7 @@ def build(directory: Path, spectrum: Path, lightcurve: Path) -> dict[str, tuple[
     undecodable = os.fsencode(directory) + b"/bad\xff\xfename.txt"
     with open(undecodable, "wb") as fh:
         fh.write(spectrum.read_bytes())
-    expected[os.fsdecode(undecodable)] = ("watch", "bad-name")
+    expected[undecodable.decode("utf-8", "backslashreplace")] = ("watch", "bad-name")  # named, escaped
     # A link out of the root (its target is a good file: it must not be read) and a too-deep tree.
     outside = directory.parent / "outside.txt"
     outside.write_bytes(spectrum.read_bytes())

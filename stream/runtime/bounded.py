@@ -135,6 +135,8 @@ class BoundedChild:
         results: list[Any] = []
         pending = list(jobs)
         while pending:
+            if self._proc is not None and not self._proc.is_alive():
+                self.stop()  # died while idle (killed from outside): not the next job's fault
             conn = self._conn or self._start()
             conn.send(pending)
             while pending:
