@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from stream.errors import Rejected
-from stream.settings import TOPICS
+from stream.settings import TOPICS, Settings
+
+__all__ = ["KINDS", "Kind", "Limits", "by_name", "by_task", "limits", "max_bytes", "names"]
 
 
 def _load(target: str) -> Callable[..., Any]:
@@ -34,8 +36,12 @@ class Kind:
     extractor: str  # "module:function": (bytes, *, uri, file_id, detected_at_ms) -> features record
     predictor: str  # "module:function": (model, records, toi) -> Prediction records
     drift_summary: str  # "module:function": features record -> {feature: float} for the drift monitor
-    # Seconds of CPU per file: preprocess in a process pool, score and draw alerts off the event loop.
+    # Seconds of CPU per file: score and draw alerts off the event loop.
     slow: bool = False
+    # Bounds on one file (Settings SKYSTREAM_MAX_<KIND>_BYTES / _SECONDS / _MEMORY_MB override them).
+    max_bytes: int = 4 * 2**20
+    max_seconds: float = 10.0
+    max_memory_mb: int = 512
 
     @property
     def features_topic(self) -> str:
@@ -64,6 +70,10 @@ KINDS: tuple[Kind, ...] = (
         extractor="stream.features.spectra:spectrum_features",
         predictor="stream.scoring.spectrum_predictor:predict_spectra",
         drift_summary="stream.scoring.drift:spectrum_summary",
+        # A SMASS spectrum is ~10 KB and takes ~1 ms; the limits leave room for other surveys' tables.
+        max_bytes=4 * 2**20,
+        max_seconds=10.0,
+        max_memory_mb=512,  # ~5 MB for a SMASS file; the operator's 90 MB file needed 716 MB
     ),
     Kind(
         name="lightcurve",
@@ -74,6 +84,11 @@ KINDS: tuple[Kind, ...] = (
         predictor="stream.scoring.transit_predictor:predict_transits",
         drift_summary="stream.scoring.drift:lightcurve_summary",
         slow=True,
+        # A TESS 2-min SPOC light curve is ~2 MB (20-s cadence ~10 MB) and its period search takes
+        # seconds of CPU (tens on a loaded machine).
+        max_bytes=128 * 2**20,
+        max_seconds=180.0,
+        max_memory_mb=2048,  # ~130 MB for a 2-min SPOC sector
     ),
 )
 
@@ -97,3 +112,34 @@ def by_name(name: str) -> Kind:
 def by_task(task: str) -> Kind:
     """The kind a registry task's models score (KeyError for a task no kind uses)."""
     return _BY_TASK[task]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What preprocessing one file of a kind may take."""
+
+    max_bytes: int  # larger files are refused unread (too-large)
+    max_seconds: float  # wall-clock budget per file (timeout)
+    max_memory_bytes: int  # address space preprocessing it may add to its process's (out-of-memory)
+
+
+def limits(settings: Settings) -> dict[str, Limits]:
+    """Each kind's limits: its defaults, overridden by SKYSTREAM_MAX_<KIND>_BYTES/_SECONDS/_MEMORY_MB."""
+
+    def setting(kind: Kind, what: str, default: Any) -> Any:
+        value = getattr(settings, f"max_{kind.name}_{what}")
+        return default if value is None else value
+
+    return {
+        k.name: Limits(
+            max_bytes=int(setting(k, "bytes", k.max_bytes)),
+            max_seconds=float(setting(k, "seconds", k.max_seconds)),
+            max_memory_bytes=int(setting(k, "memory_mb", k.max_memory_mb)) * 2**20,
+        )
+        for k in KINDS
+    }
+
+
+def max_bytes(settings: Settings) -> dict[str, int]:
+    """Each kind's largest accepted file, in bytes (what the watcher checks before reading)."""
+    return {name: lim.max_bytes for name, lim in limits(settings).items()}

@@ -87,6 +87,23 @@ class Settings:
     shared_data: str | None = _var("SKYSTREAM_SHARED_DATA", None, "the shared data sets (SMASSII, SMASS I, TESS "
                                    "light curves, TOI catalogue); set it when SkyStream is installed",
                                    shown_default="../shared/data beside the source checkout, else ./shared/data")
+    # Per-kind bounds on one input file (stream/kinds.py has the defaults): the watcher and the worker
+    # refuse a larger file unread (too-large); the worker preprocesses each file in a child process that
+    # is killed past its time budget (timeout) or refused memory past its bound (out-of-memory).
+    max_spectrum_bytes: int | None = _var("SKYSTREAM_MAX_SPECTRUM_BYTES", None, "largest spectrum file accepted, "
+                                          "bytes", int, shown_default="4 MiB")
+    max_lightcurve_bytes: int | None = _var("SKYSTREAM_MAX_LIGHTCURVE_BYTES", None, "largest light-curve file "
+                                            "accepted, bytes", int, shown_default="128 MiB")
+    max_spectrum_seconds: float | None = _var("SKYSTREAM_MAX_SPECTRUM_SECONDS", None, "time budget to "
+                                              "preprocess one spectrum, seconds", float, shown_default="10")
+    max_lightcurve_seconds: float | None = _var("SKYSTREAM_MAX_LIGHTCURVE_SECONDS", None, "time budget to "
+                                                "preprocess one light curve (period search), seconds", float,
+                                                shown_default="180")
+    max_spectrum_memory_mb: int | None = _var("SKYSTREAM_MAX_SPECTRUM_MEMORY_MB", None, "memory (address space) "
+                                              "preprocessing one spectrum may take, MiB", int, shown_default="512")
+    max_lightcurve_memory_mb: int | None = _var("SKYSTREAM_MAX_LIGHTCURVE_MEMORY_MB", None, "memory (address "
+                                                "space) preprocessing one light curve may take, MiB", int,
+                                                shown_default="2048")
     # S3 (watcher, storage, registry). boto3 reads the credential chain and region itself.
     s3_endpoint: str | None = _var("SKYSTREAM_S3_ENDPOINT", None, "S3 endpoint for SkyStream only (MinIO, moto, "
                                    "...); unset: boto3's AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL")

@@ -199,6 +199,7 @@ def make_source(uri: str, settings: Settings, settle: float = 1.0):  # noqa: ANN
 def cmd_watch(args: argparse.Namespace) -> int:
     from aiokafka import AIOKafkaProducer
 
+    from stream import kinds
     from stream.ingest.watcher import Ledger, Watcher, ledger_path
     from stream.runtime import metrics
     from stream.runtime.kafka import bootstrap_servers, client_kwargs, ensure_topics
@@ -218,7 +219,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
                                     **client_kwargs(settings))
         await producer.start()
         ledger = Ledger(ledger_path(settings.state_dir, source))
-        watcher = Watcher(source, lambda t, k, v: producer.send(t, v, key=k), ledger)
+        watcher = Watcher(source, lambda t, k, v: producer.send(t, v, key=k), ledger,
+                          max_bytes=kinds.max_bytes(settings))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -41,6 +41,15 @@ MIN_VALID_POINTS = 200  # about 7 h of 2-min or 4 days of 30-min cadences: less 
 MIN_BASELINE_DAYS = 2.0
 # BTJD 1000..20000 spans 2015..2067; TESS started at BTJD 1325. Outside means a wrong time system.
 _BTJD_RANGE = (1000.0, 20000.0)
+# One file holds one sector (~27 d; multi-sector products up to a year): a longer span is garbage, and
+# the period grid (and the search's time) grows with the span.
+MAX_SPAN_DAYS = 400.0
+# TIME increases strictly in every TESS product; a few backward steps may be glitches, more is garbage.
+MAX_BACKWARD_FRACTION = 0.01
+# Dimensions a header may declare: 20-s cadences for 3 years are 4.7 M rows; a TESS light curve has ~20 k.
+MAX_TABLE_ROWS = 5_000_000
+MAX_HDU_BYTES = 2**30
+_BITPIX = {8, 16, 32, 64, -32, -64}
 
 # Plausible ranges for TIC stellar parameters; a header outside them is corrupt, not a strange star.
 _STAR_RANGES = {
@@ -161,6 +170,53 @@ def looks_like_lightcurve(head: bytes) -> bool:
 
 
 # -- reading -------------------------------------------------------------------------------------
+def _header_int(cards: dict[str, str], key: str, default: int | None = None) -> int:
+    raw = cards.get(key)
+    if raw is None and default is not None:
+        return default
+    try:
+        return int(str(raw).strip())
+    except ValueError:
+        raise Rejected("absurd-dimensions", f"header {key}={raw!r} is not an integer") from None
+
+
+def check_dimensions(data: bytes) -> None:
+    """Rejected('absurd-dimensions') when a header of the FITS file in ``data`` declares data no light
+    curve has (a billion rows, a gigabyte image, an invalid BITPIX), judged from the headers alone,
+    before astropy reads (and allocates for) any data. Headers cut short are left to the reader."""
+    offset = 0
+    while offset + 2880 <= len(data):
+        end = _header_end(data, offset)
+        if end is None:
+            return
+        cards = _header_cards(data[offset:end])
+        bitpix = _header_int(cards, "BITPIX")
+        naxis = _header_int(cards, "NAXIS")
+        if bitpix not in _BITPIX or not 0 <= naxis <= 999:
+            raise Rejected("absurd-dimensions", f"BITPIX={bitpix}, NAXIS={naxis}: not a valid FITS header")
+        axes = [_header_int(cards, f"NAXIS{i}") for i in range(1, naxis + 1)]
+        if any(n < 0 for n in axes):
+            raise Rejected("absurd-dimensions", f"negative axis length in NAXISn={axes}")
+        pcount, gcount = _header_int(cards, "PCOUNT", 0), _header_int(cards, "GCOUNT", 1)
+        size = abs(bitpix) // 8 * max(gcount, 0) * (max(pcount, 0) + (math.prod(axes) if axes else 0))
+        if cards.get("XTENSION", "").upper() == "BINTABLE" and naxis >= 2 and axes[1] > MAX_TABLE_ROWS:
+            raise Rejected("absurd-dimensions", f"a table of {axes[1]} rows (NAXIS2); a light curve has at most "
+                                                f"{MAX_TABLE_ROWS}")
+        if size > MAX_HDU_BYTES:
+            raise Rejected("absurd-dimensions", f"a header declares {size} bytes of data (NAXISn={axes}, "
+                                                f"BITPIX={bitpix}); at most {MAX_HDU_BYTES} are read")
+        offset = end + -(-size // 2880) * 2880
+
+
+def _check_time(time: np.ndarray) -> None:
+    """Rejected when the finite TIME values go backwards (garbage, not a light curve)."""
+    finite = time[np.isfinite(time)]
+    backward = int(np.count_nonzero(np.diff(finite) <= 0))
+    if backward > MAX_BACKWARD_FRACTION * max(finite.size - 1, 1):
+        raise Rejected("unsorted-time", f"TIME goes backwards (or repeats) at {backward} of {finite.size} cadences")
+
+
+
 def _finite_or_none(value: object) -> float | None:
     try:
         v = float(value)  # type: ignore[arg-type]
@@ -314,6 +370,7 @@ def read_lightcurve(
         raise Rejected("not-fits", "the file does not start with a FITS primary header")
     if len(data) < 2880 * 2:
         raise Rejected("truncated-fits", f"only {len(data)} bytes: shorter than a FITS header and table")
+    check_dimensions(data)
     try:
         with warnings.catch_warnings(record=True) as caught:
             # astropy warns (rather than fails) on truncated files and bad headers: we judge ourselves.
@@ -349,6 +406,7 @@ def read_lightcurve(
     sector = _sector(primary)
     star = {k: _star_param(primary, k) for k in _STAR_RANGES}
     n_cadences = int(time.size)
+    _check_time(time)
 
     is_qlp = "QLP" in str(primary.get("ORIGIN", "")).upper() or column == "KSPSAP_FLUX"
     good = np.isfinite(time) & np.isfinite(flux)
@@ -368,6 +426,11 @@ def read_lightcurve(
     if time[0] < _BTJD_RANGE[0] or time[-1] > _BTJD_RANGE[1]:
         raise Rejected(
             "absurd-header", f"TIME spans {time[0]:.1f}..{time[-1]:.1f}: not BTJD (BJD - 2457000) of TESS"
+        )
+    if time[-1] - time[0] > MAX_SPAN_DAYS:
+        raise Rejected(
+            "absurd-time-span", f"TIME spans {time[-1] - time[0]:.0f} d; one light-curve file spans at most "
+            f"{MAX_SPAN_DAYS:.0f} d"
         )
     if time[-1] - time[0] < MIN_BASELINE_DAYS:
         raise Rejected(

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import schemas
+from stream import kinds
 from stream.errors import Rejected
 from stream.features import detect as features
 from stream.ingest import storage
@@ -41,9 +42,6 @@ log = logging.getLogger(__name__)
 # (topic, key, value) -> an awaitable that completes when the broker has the message
 Send = Callable[[str, bytes, bytes], Awaitable[Awaitable[object]]]
 
-# Size limits per kind (bytes). A SMASS spectrum is ~10 KB and a TESS 2-min SPOC light curve ~2 MB
-# (20-s cadence ~10 MB): the limits leave room for other surveys' formats, not for abuse.
-DEFAULT_MAX_BYTES = {"spectrum": 4 * 2**20, "lightcurve": 128 * 2**20}
 HEX_PREFIX_BYTES = 16
 
 
@@ -103,7 +101,8 @@ class Watcher:
         self.send = send
         self.ledger = ledger
         self.batch = batch
-        self.max_bytes = dict(DEFAULT_MAX_BYTES if max_bytes is None else max_bytes)
+        # Size limits per kind (bytes): the kinds' defaults unless given (cmd_watch passes the Settings').
+        self.max_bytes = dict({k.name: k.max_bytes for k in kinds.KINDS} if max_bytes is None else max_bytes)
         FILES_DISCOVERED.labels(source=source.name)  # at 0 from the start, for rate()
 
     def _identify(self, c: Candidate) -> tuple[str, bytes]:

@@ -68,15 +68,14 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
     sink = TopicSink(topics)
     settings_with_broker = dataclasses.replace(settings, broker=broker)
     scorer = scorer_for(settings_with_broker)
-    pool = worker.PreprocessPool()
+    pool = worker.PreprocessPool(settings)
 
     # Each agent takes its events in batches; Faust commits a batch's offsets only after the agent
     # has finished it, i.e. after every event in it has its outcome sent (at-least-once).
     @app.agent(topics[TOPICS["files"]], name="preprocess")
     async def preprocess(stream: faust.Stream) -> None:
         async for events in stream.take_events(worker.PREPROCESS_BATCH, within=worker.PREPROCESS_WITHIN_SECONDS):
-            for event in events:
-                await worker.preprocess_event(event.value, sink, pool.extract)
+            await worker.preprocess_events([event.value for event in events], sink, pool.extract)
 
     def score_agent(kind: kinds.Kind) -> None:
         async def score(stream: faust.Stream) -> None:

@@ -7,12 +7,10 @@ reference) and the agent goes on with the next event.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import schemas
@@ -20,9 +18,10 @@ from stream import kinds
 from stream.errors import Rejected
 from stream.features import detect
 from stream.ingest import storage
+from stream.runtime import bounded
 from stream.runtime.metrics import ASSIGNED_PARTITIONS, CONSUMER_LAG, MESSAGES_PROCESSED, STAGE_LATENCY
 from stream.scoring.publish import Sink, send_dead_letter
-from stream.settings import TOPICS
+from stream.settings import TOPICS, Settings
 
 log = logging.getLogger(__name__)
 
@@ -35,63 +34,103 @@ SCORE_WITHIN_SECONDS = 0.02
 Extraction = tuple[str, dict[str, Any]]  # (features message type, record)
 
 
-def extract_from_uri(kind: str, uri: str, file_id: str, detected_at_ms: int) -> Extraction:
-    """Read and preprocess one file (module level so a process pool can run it)."""
+def extract_from_uri(kind: str, uri: str, file_id: str, detected_at_ms: int,
+                     max_bytes: int | None = None) -> Extraction:
+    """Read and preprocess one file (module level so a child process can run it).
+
+    With ``max_bytes``, at most one byte more is read: a larger file is Rejected('too-large') unread
+    (whatever size its event claims: the file may have grown, or the event lie).
+    """
     try:
-        data = storage.read_bytes(uri)
+        data = storage.read_bytes(uri) if max_bytes is None else storage.read_bytes(uri, limit=max_bytes + 1)
     except ConnectionError as exc:
         # Storage stayed unreachable through the client's retries. The dead letter keeps the
         # reference, so the file can be replayed once storage is back; the stream goes on.
         raise Rejected("storage-unavailable", f"{uri}: {exc}") from exc
+    if max_bytes is not None and len(data) > max_bytes:
+        raise Rejected("too-large", f"more than the limit for a {kind} ({max_bytes} bytes)")
     return detect.extract(kind, data, uri=uri, file_id=file_id, detected_at_ms=detected_at_ms)
 
 
+Job = tuple[str, str, int]  # (uri, file_id, detected_at_ms)
+Extract = Callable[[str, list[Job]], Awaitable[list[Any]]]  # (kind, jobs) -> Extraction or exception per job
+
+
 class PreprocessPool:
-    """One child process for the slow kinds' preprocessing (light-curve period searches take seconds
-    of CPU): the event loop keeps heartbeating and spectra keep flowing meanwhile."""
+    """One child process per kind preprocesses its files, each within the kind's limits (stream/kinds.py,
+    Settings): read at most max_bytes (too-large), answer within max_seconds (timeout: the child is
+    killed and replaced), allocate at most max_memory (out-of-memory). The event loop keeps
+    heartbeating meanwhile, and a file that kills its child costs only its own dead letter."""
 
-    def __init__(self) -> None:
-        self._executor = ProcessPoolExecutor(max_workers=1)
+    def __init__(self, settings: Settings | None = None) -> None:
+        bounded.preload([__name__, "stream.features.spectra", "stream.features.transits"])
+        self._children = {
+            name: bounded.BoundedChild(
+                f"preprocess-{name}", functools.partial(extract_from_uri, name, max_bytes=lim.max_bytes),
+                bounded.Bounds(seconds=lim.max_seconds, memory_bytes=lim.max_memory_bytes),
+            )
+            for name, lim in kinds.limits(settings or Settings()).items()
+        }
 
-    async def extract(self, kind: str, uri: str, file_id: str, detected_at_ms: int) -> Extraction:
-        """``extract_from_uri`` in the child; Rejected('preprocess-crashed') when the child dies on it."""
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, extract_from_uri, kind, uri, file_id, detected_at_ms)
-        except BrokenProcessPool:
-            # The child died (out of memory, a crash in a C library): start a new one for the next
-            # file, and dead-letter this one rather than retry something that may kill it again.
-            self._executor = ProcessPoolExecutor(max_workers=1)
-            raise Rejected("preprocess-crashed", "the preprocessing process died on this file") from None
+    async def extract(self, kind: str, jobs: list[Job]) -> list[Any]:
+        """Each job's Extraction, or the exception it ended with, in order (one round trip per call)."""
+        return await self._children[kinds.by_name(kind).name].run([(uri, fid, ms) for uri, fid, ms in jobs])
+
+    def child_pid(self, kind: str) -> int | None:
+        """The process id of the kind's current child (None when none runs)."""
+        return self._children[kind].pid
+
+    def stop(self) -> None:
+        """Kill the children."""
+        for child in self._children.values():
+            child.stop()
 
 
-async def preprocess_event(raw: bytes, sink: Sink,
-                           extract_slow: Callable[[str, str, str, int], Awaitable[Extraction]]) -> None:
-    """One file event -> its features message on the kind's features topic, or one dead letter.
+async def preprocess_events(raws: list[bytes], sink: Sink, extract: Extract) -> None:
+    """File events -> each one's features message on its kind's features topic, or one dead letter.
 
-    ``extract_slow`` preprocesses the slow kinds (``PreprocessPool.extract`` in a worker); the others
-    run inline, as they take well under a millisecond.
+    The events of a kind go to ``extract`` (``PreprocessPool.extract`` in a worker) in one call.
     """
     t0 = time.perf_counter()
-    try:
-        _, fe = schemas.decode(raw, expect="FileEvent")
-    except schemas.SchemaError as exc:
-        await send_dead_letter(sink, "decode", Rejected("bad-message", str(exc)), topic=TOPICS["files"], payload=raw)
-        MESSAGES_PROCESSED.labels(agent="preprocess", outcome="rejected").inc()
-        return
-    args = (fe["kind"], fe["uri"], fe["file_id"], fe["detected_at_ms"])
-    try:
-        kind = kinds.by_name(fe["kind"])
-        name, record = await extract_slow(*args) if kind.slow else extract_from_uri(*args)
-        await sink.send(kind.features_topic, fe["file_id"].encode(), schemas.encode(name, record))
-        outcome = "ok"
-    except Exception as exc:
-        if not isinstance(exc, Rejected):
-            log.exception("preprocess failed for %s", fe["uri"])
-        await send_dead_letter(sink, "preprocess", exc, uri=fe["uri"], file_id=fe["file_id"], topic=TOPICS["files"])
-        outcome = "rejected"
-    MESSAGES_PROCESSED.labels(agent="preprocess", outcome=outcome).inc()
-    STAGE_LATENCY.labels(stage="preprocess").observe(time.perf_counter() - t0)
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for raw in raws:
+        try:
+            _, fe = schemas.decode(raw, expect="FileEvent")
+        except schemas.SchemaError as exc:
+            await send_dead_letter(sink, "decode", Rejected("bad-message", str(exc)), topic=TOPICS["files"],
+                                   payload=raw)
+            MESSAGES_PROCESSED.labels(agent="preprocess", outcome="rejected").inc()
+            continue
+        by_kind.setdefault(fe["kind"], []).append(fe)
+    for name, events in by_kind.items():
+        try:
+            kind = kinds.by_name(name)
+            results = await extract(name, [(fe["uri"], fe["file_id"], fe["detected_at_ms"]) for fe in events])
+        except Exception as exc:
+            results = [exc] * len(events)
+        for fe, result in zip(events, results, strict=True):
+            try:
+                if isinstance(result, BaseException):
+                    raise result
+                features_type, record = result
+                await sink.send(kind.features_topic, fe["file_id"].encode(), schemas.encode(features_type, record))
+                outcome = "ok"
+            except Exception as exc:
+                if not isinstance(exc, Rejected):
+                    log.error("preprocess failed for %s: %s", fe["uri"], exc)
+                await send_dead_letter(sink, "preprocess", exc, uri=fe["uri"], file_id=fe["file_id"],
+                                       topic=TOPICS["files"])
+                outcome = "rejected"
+            MESSAGES_PROCESSED.labels(agent="preprocess", outcome=outcome).inc()
+    if raws:
+        per_event = (time.perf_counter() - t0) / len(raws)
+        for _ in raws:
+            STAGE_LATENCY.labels(stage="preprocess").observe(per_event)
+
+
+async def preprocess_event(raw: bytes, sink: Sink, extract: Extract) -> None:
+    """One file event -> its features message, or one dead letter (``preprocess_events`` of one)."""
+    await preprocess_events([raw], sink, extract)
 
 
 def start_series() -> None:
