@@ -149,7 +149,7 @@ def test_quick_training_run_exports_checks_and_publishes(tmp_path):
 ])
 def test_contradictory_flags_exit_2_without_training(flags, why, tmp_path, capsys):
     """`skystream train smass` refuses flags that contradict each other before loading or training anything."""
-    from stream.cli.main import main
+    from stream.cli.entry import main
 
     code = main(["train", "smass", "--data-dir", str(tmp_path / "absent"), "--report", str(tmp_path / "r.json"),
                  *flags])
