@@ -34,6 +34,7 @@ SAMPLES = {
     "toi_table": ("/data/toi_2024.csv", "/data/toi_2024.csv"),
     "artifacts": ("/srv/artifacts", "/srv/artifacts"),
     "alert_rare_threshold": ("0.65", 0.65),
+    "filters": ("/etc/skystream/filters.yaml", "/etc/skystream/filters.yaml"),
     "shared_data": ("/mnt/shared-data", "/mnt/shared-data"),
     "s3_endpoint": ("http://minio:9000", "http://minio:9000"),
     "s3_unsigned": ("1", "1"),
