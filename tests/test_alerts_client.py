@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from test_filters import alert, asteroid
 
 import schemas
+from stream.alerts.client import subscribe
 from stream.cli.entry import main
 from stream.runtime.kafka import bootstrap_servers, ensure_topics
 from stream.settings import TOPICS, Settings
@@ -146,6 +147,21 @@ def test_adhoc_filters_and_filter_topics(broker: str, tmp_path: Path, capsys: py
         main(["alerts", "--filter", "nope"])
     with pytest.raises(SystemExit, match="not a duration"):
         main(["alerts", "--since", "yesterday"])
+
+
+def test_follow_waits_for_new_alerts_past_the_end(broker: str) -> None:
+    async def scenario() -> list[str]:
+        await _produce(broker, [wasp(1)])
+        alerts = subscribe(Settings(broker=broker), from_beginning=True, follow=True)
+        try:
+            first = await asyncio.wait_for(anext(alerts), 60)
+            await _produce(broker, [wasp(2)])  # after the subscriber has read to the end
+            second = await asyncio.wait_for(anext(alerts), 60)
+        finally:
+            await alerts.aclose()
+        return [first["alert_id"], second["alert_id"]]
+
+    assert asyncio.run(scenario()) == [wasp(1)["alert_id"], wasp(2)["alert_id"]]
 
 
 def test_since_skips_older_alerts(broker: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -51,7 +51,7 @@ class FilterRouter:
         if not missing or not self.settings.broker:
             return
         try:
-            await ensure_topics(self.settings.broker, self.settings, extra=sorted(missing))
+            await ensure_topics(self.settings.broker, self.settings, timeout=5.0, extra=sorted(missing))
         except Exception as exc:  # broker unreachable now: retried on the next batch
             log.warning("cannot create filter topics %s yet: %s", ", ".join(sorted(missing)), exc)
             return
