@@ -84,6 +84,9 @@ class Settings:
     artifacts: str = _var("SKYSTREAM_ARTIFACTS", "var/artifacts", "where large alert figures are written")
     alert_rare_threshold: float = _var("SKYSTREAM_ALERT_RARE_THRESHOLD", 0.8, "probability of the Other "
                                        "group from which a spectrum raises a rare-composition alert", float)
+    filters: str | None = _var("SKYSTREAM_FILTERS", None, "YAML/JSON file of named alert filters (docs/filters.md); "
+                               "workers publish each match on skystream.alerts.<name> and reload the file when "
+                               "it changes (unset: no filter topics)")
     shared_data: str | None = _var("SKYSTREAM_SHARED_DATA", None, "the shared data sets (SMASSII, SMASS I, TESS "
                                    "light curves, TOI catalogue); set it when SkyStream is installed",
                                    shown_default="../shared/data beside the source checkout, else ./shared/data")

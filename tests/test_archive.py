@@ -102,6 +102,18 @@ def test_stream_results_are_archived_and_history_survives_the_stream(tmp_path: P
     assert sorted((r["sector"], r["prediction_id"]) for r in listed) == sorted(
         (r["sector"], r["prediction_id"]) for r in rows)
 
+    # Subscribers' filters over the archive, after the stream stopped: the planet with its numbers as fields.
+    alerts_cmd = [sys.executable, "-m", "stream.cli", "alerts", "--archive", "--kind", "lightcurve",
+                  "--min-score", "0.5", "--format", "json"]
+    out = subprocess.run(alerts_cmd, env=env, check=True, capture_output=True, text=True, timeout=120).stdout
+    found = [json.loads(line) for line in out.splitlines() if line.strip()] if not out.lstrip().startswith("[") \
+        else json.loads(out)
+    assert {a["sector"] for a in found if a["tic_id"] == 25155310} == {1, 6}, out[:500]
+    for a in found:
+        assert abs(a["period_days"] - WASP126_PERIOD) / WASP126_PERIOD < 0.005
+        for key in ("epoch_btjd", "depth_ppm", "planet_radius_earth", "ra_deg", "dec_deg", "observation_start"):
+            assert a[key] is not None, key
+
 
 def _spectrum_predictions(smass_dir: Path) -> list[dict]:
     """Real predictions for real SMASSII spectra, scored by the bundled models (no worker needed)."""

@@ -83,3 +83,11 @@ def history(object_id: str, *, uri: str | None = None, settings: Settings | None
     records = rows.to_pylist(maps_as_pydicts="strict")
     return sorted(records, key=lambda r: (r["object"], r["sector"] is None, r["sector"] or 0,
                                           r["observation_start"] or "", r["published_at_ms"]))
+
+
+def alerts(*, since_ms: int | None = None, uri: str | None = None,
+           settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Every archived alert (one per alert_id), oldest first, as Alert records; only those published
+    at or after ``since_ms`` when given. Subscribers run their filters over these (`alerts --archive`)."""
+    where = pc.field("published_at_ms") >= since_ms if since_ms is not None else None
+    return read("alerts", where, uri=uri, settings=settings).to_pylist(maps_as_pydicts="strict")

@@ -22,6 +22,8 @@ from stream import kinds
 from stream.errors import Rejected
 from stream.models import hot_swap as model_updates
 from stream.runtime import worker
+from stream.runtime.filter_agent import POLL_SECONDS as FILTER_POLL_SECONDS
+from stream.runtime.filter_agent import FilterRouter
 from stream.runtime.kafka import faust_broker_url
 from stream.scoring.publish import score_and_publish
 from stream.scoring.scorer import scorer_for
@@ -86,6 +88,20 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
 
     for kind in kinds.KINDS:
         score_agent(kind)
+
+    if settings.filters:
+        # User-defined filters (docs/filters.md): every matching alert also goes to skystream.alerts.<name>.
+        router = FilterRouter(settings.filters, settings_with_broker)
+
+        @app.agent(topics[TOPICS["alerts"]], name="filter-alerts")
+        async def filter_alerts(stream: faust.Stream) -> None:
+            async for events in stream.take_events(worker.SCORE_BATCH, within=worker.SCORE_WITHIN_SECONDS):
+                await router.route([(e.key, e.value) for e in events],
+                                   lambda topic, key, value: app.send(topic, key=key, value=value))
+
+        @app.timer(interval=FILTER_POLL_SECONDS, on_leader=False)
+        async def reload_filters() -> None:
+            await router.poll()
 
     worker.start_series()
 

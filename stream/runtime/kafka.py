@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -55,21 +56,24 @@ def min_insync_replicas(settings: Settings) -> int | None:
     return min(settings.min_insync_replicas, rf)
 
 
-def topic_specs(settings: Settings, existing: set[str] | frozenset[str] = frozenset()) -> list[NewTopic]:
-    """The SkyStream topics not in ``existing``, with their partitions, replication and configs."""
+def topic_specs(settings: Settings, existing: set[str] | frozenset[str] = frozenset(),
+                extra: Iterable[str] = ()) -> list[NewTopic]:
+    """The SkyStream topics (and ``extra`` ones, e.g. filter topics) not in ``existing``, with their
+    partitions, replication and configs."""
     isr = min_insync_replicas(settings)
     configs = {"min.insync.replicas": str(isr)} if isr else {}
     # Models and labels are low-volume control topics; one partition keeps them ordered.
     return [
         NewTopic(name, 1 if key in ("models", "labels") else settings.partitions, settings.replication_factor,
                  topic_configs=dict(configs))
-        for key, name in TOPICS.items() if name not in existing
+        for key, name in [*TOPICS.items(), *((n, n) for n in extra)] if name not in existing
     ]
 
 
-async def ensure_topics(bootstrap: str, settings: Settings, timeout: float = 30.0) -> None:
-    """Create every SkyStream topic that does not exist yet (idempotent; existing topics keep their
-    configuration): ``settings.replication_factor`` replicas, ``min.insync.replicas`` when replicated."""
+async def ensure_topics(bootstrap: str, settings: Settings, timeout: float = 30.0, extra: Iterable[str] = ()) -> None:
+    """Create every SkyStream topic (and ``extra`` ones) that does not exist yet (idempotent; existing
+    topics keep their configuration): ``settings.replication_factor`` replicas, ``min.insync.replicas``
+    when replicated."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(bootstrap), **client_kwargs(settings))
     deadline = time.monotonic() + timeout
     while True:
@@ -82,7 +86,7 @@ async def ensure_topics(bootstrap: str, settings: Settings, timeout: float = 30.
             await asyncio.sleep(0.5)
     try:
         existing = set(await admin.list_topics())
-        for t in topic_specs(settings, existing):
+        for t in topic_specs(settings, existing, extra):
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics([t])
     finally:

@@ -42,6 +42,10 @@ PREDICTION_SCORE = Histogram(
     buckets=(0.25, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
 )
 ALERTS = Counter("skystream_alerts", "Alerts sent", ["task", "reason"])
+FILTER_MATCHES = Counter("skystream_filter_matches", "Alerts published on a filter's topic", ["filter"])
+FILTER_RELOADS = Counter("skystream_filter_reloads", "Loads of the filters file, by outcome (loaded, refused)",
+                         ["outcome"])
+FILTERS_ACTIVE = Gauge("skystream_filters_active", "User-defined alert filters in force")
 MODEL = Info("skystream_model", "Serving model per task", ["task"])
 MODEL_REFUSED = Counter("skystream_model_refused", "Model versions refused at load", ["task", "reason"])
 DRIFT_PSI = Gauge("skystream_drift_psi", "Population stability index of live vs reference", ["task", "feature"])
