@@ -118,7 +118,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 COMMAND_MODULES = {"models": "stream.cli.models", "status": "stream.cli.status", "rescore": "stream.cli.rescore",
                    "dashboard-png": "stream.cli.dashboard", "labels": "stream.cli.labels",
                    "archive": "stream.cli.archive",
-                   "alerts": "stream.cli.alerts"}
+                   "alerts": "stream.cli.alerts", "api": "stream.cli.api"}
 
 
 def _unavailable(sub: argparse._SubParsersAction, name: str, exc: BaseException, hint: str = "") -> None:
