@@ -368,3 +368,42 @@ def test_pages_render_in_headless_chromium(server: str, path: str, tmp_path: Pat
     # Not blank: text, tables and the figures give many colours and a wide spread of brightness.
     assert max(ImageStat.Stat(image).stddev) > 20
     assert len(image.getcolors(maxcolors=1 << 20) or []) > 200
+
+
+@pytest.mark.slow
+def test_demo_tells_where_to_look_and_serves_its_archive(tmp_path: Path, smass_dir: Path) -> None:
+    import os
+    import signal
+
+    from helpers import wait_until
+
+    from stream.runtime.embedded_broker import free_port
+
+    source = tmp_path / "in"
+    source.mkdir()
+    for name in SPECTRA:
+        shutil.copy(smass_dir / name, source / name)
+    port = free_port()
+    root = str(Path(__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
+           "SKYSTREAM_BROKER": ""}
+    demo = subprocess.Popen([sys.executable, "-m", "stream.cli", "demo", "--source", str(source), "--quiet",
+                             "--serve", str(port)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        def alerts() -> dict | None:
+            try:
+                status, ctype, body = fetch(f"http://127.0.0.1:{port}/alerts")
+            except OSError:
+                return None
+            return json.loads(body) if status == 200 else None
+
+        found = wait_until(alerts, 400, "the demo's web server", interval=1.0)
+        assert [(a["object"], a["reason"]) for a in found["alerts"]] == [("4", "rare-composition")]
+        assert page(f"http://127.0.0.1:{port}/ui/objects/4").images
+    finally:
+        demo.send_signal(signal.SIGINT)
+        out, _ = demo.communicate(timeout=120)
+    assert demo.returncode == 0, out[-2000:]
+    assert "skystream alerts --archive" in out and "skystream history --archive" in out
+    assert f"http://127.0.0.1:{port}/" in out

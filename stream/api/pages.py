@@ -177,7 +177,8 @@ def models_page(models: Sequence[Mapping[str, Any]], figures: Mapping[tuple[str,
         if lacking:
             parts.append(f'<p class="missing">Not in this model\'s metadata: {_e(", ".join(lacking))}.</p>')
         rows = [[_e(k), _num(v, ".4g")] for k, v in _flat(meta.get("metrics", {}))]
-        parts.append(f"<details open><summary>metrics ({len(rows)})</summary>"
+        opened = " open" if len(rows) <= 25 else ""  # a long table stays folded below the figures
+        parts.append(f"<details{opened}><summary>metrics ({len(rows)})</summary>"
                      + _table(["metric", "value"], rows, "metrics") + "</details>")
         parts.append("<h3>Versions</h3>" + _table(
             ["version", "name", "created", "champion"],
