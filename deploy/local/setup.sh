@@ -41,3 +41,14 @@ if [ "$mode" = full ] && { ! command -v prometheus >/dev/null 2>&1 || ! command 
     echo "[setup] prometheus not installed and not root; the tests that need it will be skipped" >&2
   fi
 fi
+
+if [ "$mode" = full ] && ! command -v chromium >/dev/null 2>&1; then
+  # The web view's tests load its pages in headless Chromium from Debian.
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing Chromium from Debian" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "[setup] could not install chromium; the tests that need it will be skipped" >&2
+  else
+    echo "[setup] chromium not installed and not root; the tests that need it will be skipped" >&2
+  fi
+fi

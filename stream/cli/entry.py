@@ -57,6 +57,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="stream at most this many files of the default inputs")
     p.add_argument("--timeout", type=float, default=600, help="give up waiting for results after this many seconds")
     p.add_argument("--quiet", action="store_true", help="no row per prediction, just progress and the summary")
+    p.add_argument("--serve", nargs="?", const=8080, type=int, metavar="PORT",
+                   help="after the stream, serve the API and web view of its archive on 127.0.0.1:PORT "
+                   "(default 8080) until Ctrl-C")
     _broker_arg(p)
     p.set_defaults(func=cmd_demo)
 
@@ -118,7 +121,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 COMMAND_MODULES = {"models": "stream.cli.models", "status": "stream.cli.status", "rescore": "stream.cli.rescore",
                    "dashboard-png": "stream.cli.dashboard", "labels": "stream.cli.labels",
                    "archive": "stream.cli.archive",
-                   "alerts": "stream.cli.alerts"}
+                   "alerts": "stream.cli.alerts", "api": "stream.cli.api"}
 
 
 def _unavailable(sub: argparse._SubParsersAction, name: str, exc: BaseException, hint: str = "") -> None:

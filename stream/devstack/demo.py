@@ -60,7 +60,10 @@ def run_demo(args: argparse.Namespace) -> int:
         out, stats = asyncio.run(_stream(stack, inputs, args))
         print("stopping workers, archiver and broker...", flush=True)
     _summary(out, stats)
-    _archive_hint(out, archive_uri(stack.settings()))
+    archive = archive_uri(stack.settings())
+    _archive_hint(out, archive)
+    if getattr(args, "serve", None) is not None:
+        _serve(settings, archive, args.serve)
     return 0 if stats["complete"] else 1
 
 
@@ -154,3 +157,16 @@ def _archive_hint(out: Collected, uri: str) -> None:
     example = Counter(obj for obj, _ in files).most_common(1)[0][0]
     print(f"\narchive: {uri} (Parquet; readable now the stream has stopped)")
     print(f"  skystream history --archive {shlex.quote(uri)} {shlex.quote(example)}")
+    print(f"  SKYSTREAM_ARCHIVE={shlex.quote(uri)} skystream alerts --archive       # the run's alerts")
+    print(f"  skystream api --archive {shlex.quote(uri)}    # REST API and web view on http://127.0.0.1:8080/ "
+          "(or run the demo with --serve)")
+
+
+def _serve(settings: Settings, uri: str, port: int) -> None:
+    """Keep the API and web view of the run's archive up until Ctrl-C (the stream itself has stopped)."""
+    import dataclasses
+
+    from stream.api.app import run
+
+    print("", flush=True)
+    run(dataclasses.replace(settings, archive=uri), "127.0.0.1", port, announce=lambda line: print(line, flush=True))

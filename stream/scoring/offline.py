@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ from stream.ingest import storage
 from stream.scoring.publish import CollectingSink, score_and_publish
 from stream.scoring.scorer import Scorer
 
+__all__ = ["data_features_message", "detect_kind", "features_message", "score_bytes", "score_files"]
+
 log = logging.getLogger(__name__)
 
 
@@ -29,8 +31,18 @@ def features_message(path: Path) -> tuple[kinds.Kind, bytes]:
     """(kind, features message bytes) of one file, as the preprocess agent would write them
     (detected_at_ms 0: no watcher saw the file)."""
     uri = str(path.resolve())
-    data = storage.read_bytes(uri)
-    kind = kinds.by_name(detect.detect_kind(data[: detect.HEAD_BYTES]))
+    return data_features_message(storage.read_bytes(uri), uri)
+
+
+def detect_kind(data: bytes) -> kinds.Kind:
+    """The kind of a file's content (Rejected when it is neither kind)."""
+    return kinds.by_name(detect.detect_kind(data[: detect.HEAD_BYTES]))
+
+
+def data_features_message(data: bytes, uri: str) -> tuple[kinds.Kind, bytes]:
+    """(kind, features message bytes) of content already read; ``uri`` names it (the object name of a
+    spectrum comes from its last path segment) and is never opened."""
+    kind = detect_kind(data)
     record = kind.extract(data, uri=uri, file_id=hashlib.sha256(data).hexdigest(), detected_at_ms=0)
     return kind, schemas.encode(kind.features_schema, record)
 
@@ -40,13 +52,20 @@ def score_files(scorer: Scorer, paths: Iterable[Path]) -> Iterator[dict[str, Any
     ``detected_at_ms``), or ``{"source", "rejected": True, "reason", "error"}``. Never raises for one file."""
     with asyncio.Runner() as runner:
         for path in paths:
-            yield _score_one(runner, scorer, path)
+            yield _score_one(runner, scorer, str(path.resolve()), lambda p=path: features_message(p))
 
 
-def _score_one(runner: asyncio.Runner, scorer: Scorer, path: Path) -> dict[str, Any]:
-    uri = str(path.resolve())
+def score_bytes(scorer: Scorer, data: bytes, uri: str) -> dict[str, Any]:
+    """The result ``score_files`` gives for a file, for content already in memory (the REST API's
+    uploads): ``uri`` only names it. Runs its own event loop, so call it from a thread inside one."""
+    with asyncio.Runner() as runner:
+        return _score_one(runner, scorer, uri, lambda: data_features_message(data, uri))
+
+
+def _score_one(runner: asyncio.Runner, scorer: Scorer, uri: str,
+               features: Callable[[], tuple[kinds.Kind, bytes]]) -> dict[str, Any]:
     try:
-        kind, message = features_message(path)
+        kind, message = features()
         outcome = runner.run(score_and_publish(scorer, kind, [message], CollectingSink(), alerts=False))[0]
     except Rejected as exc:
         return _rejected(uri, exc.reason, str(exc))

@@ -1,0 +1,144 @@
+"""The web view's figures, drawn with matplotlib to PNG bytes (Agg, no pyplot: safe in threads).
+
+Model figures draw what a registry version's metadata holds (a confusion matrix, per-class scores,
+the training history); ``model_figures`` lists those a version has and ``missing_evaluations`` says
+which usual evaluations its metadata lacks, so the page can say so instead of drawing nothing.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from matplotlib.figure import Figure
+
+__all__ = ["model_figures", "missing_evaluations", "periods_png", "probabilities_png"]
+
+_SIZE = (6.4, 3.6)
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _walk(node: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    if isinstance(node, Mapping):
+        for k, v in node.items():
+            yield (*path, str(k)), v
+            yield from _walk(v, (*path, str(k)))
+
+
+def _find(meta: Mapping[str, Any], key: str) -> list[tuple[str, Any]]:
+    """Every (dotted path, value) under ``key`` anywhere in the metadata."""
+    return [(".".join(p), v) for p, v in _walk(meta) if p[-1] == key]
+
+
+def _confusion(matrix: Mapping[str, Any], title: str) -> bytes:
+    counts, labels = matrix["counts"], matrix["labels"]
+    fig = Figure(figsize=(4.2, 3.6))
+    ax = fig.add_subplot()
+    ax.imshow(counts, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    top = max(max(row) for row in counts) or 1
+    for i, row in enumerate(counts):
+        for j, n in enumerate(row):
+            ax.text(j, i, str(n), ha="center", va="center", color="white" if n > top / 2 else "black")
+    ax.set_title(title, fontsize=9)
+    return _png(fig)
+
+
+def _per_class(per_class: Mapping[str, Mapping[str, float]], title: str) -> bytes:
+    names = list(per_class)
+    stats = [s for s in ("precision", "recall", "f1") if all(s in per_class[n] for n in names)]
+    fig = Figure(figsize=_SIZE)
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(stats))
+    for k, stat in enumerate(stats):
+        ax.bar([i + k * width for i in range(len(names))], [per_class[n][stat] for n in names], width, label=stat)
+    ax.set_xticks([i + width * (len(stats) - 1) / 2 for i in range(len(names))], names)
+    low = min(per_class[n][s] for n in names for s in stats)
+    ax.set_ylim(max(0.0, low - 0.1), 1.0)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    return _png(fig)
+
+
+def _training(history: list[Mapping[str, Any]], title: str) -> bytes:
+    keys = [k for k in history[0] if all(isinstance(h.get(k), int | float) for h in history)]
+    fig = Figure(figsize=_SIZE)
+    ax = fig.add_subplot()
+    for k in keys:
+        ax.plot(range(1, len(history) + 1), [h[k] for h in history], label=k)
+    ax.set_xlabel("epoch")
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    return _png(fig)
+
+
+def model_figures(meta: Mapping[str, Any]) -> dict[str, tuple[str, Callable[[], bytes]]]:
+    """name -> (caption, draw) for every figure this version's metadata can give."""
+    out: dict[str, tuple[str, Callable[[], bytes]]] = {}
+    for path, m in _find(meta, "confusion_matrix"):
+        if isinstance(m, Mapping) and "counts" in m and "labels" in m:
+            caption = f"confusion matrix ({path})"
+            out[f"confusion-{len(out)}"] = (caption, lambda m=m, c=caption: _confusion(m, c))
+    for path, pc in _find(meta, "per_class"):
+        if isinstance(pc, Mapping) and pc and all(isinstance(v, Mapping) for v in pc.values()):
+            caption = f"per-class precision, recall, F1 ({path})"
+            out[f"per-class-{len(out)}"] = (caption, lambda pc=pc, c=caption: _per_class(pc, c))
+    for path, hist in _find(meta, "history"):
+        if isinstance(hist, list) and hist and all(isinstance(h, Mapping) for h in hist):
+            caption = f"training history ({path})"
+            out[f"training-{len(out)}"] = (caption, lambda h=hist, c=caption: _training(h, c))
+    return out
+
+
+# The evaluations a reader looks for, and the metadata keys that would hold them.
+_EVALUATIONS = {
+    "confusion matrix": ("confusion_matrix",),
+    "precision-recall curve": ("pr_curve", "precision_recall_curve"),
+    "calibration curve": ("calibration_curve", "reliability_diagram", "reliability"),
+}
+
+
+def missing_evaluations(meta: Mapping[str, Any]) -> list[str]:
+    """The usual evaluations (confusion matrix, precision-recall and calibration curves) that this
+    version's metadata does not hold."""
+    present = {p[-1] for p, _ in _walk(meta)}
+    return [name for name, keys in _EVALUATIONS.items() if not present & set(keys)]
+
+
+def periods_png(history: list[Mapping[str, Any]], title: str) -> bytes:
+    """Each light-curve prediction's signals: period against sector, coloured by P(planet)."""
+    fig = Figure(figsize=_SIZE)
+    ax = fig.add_subplot()
+    xs, ys, cs = [], [], []
+    for row in history:
+        for s in row.get("signals") or []:
+            xs.append(row.get("sector") or 0)
+            ys.append(s["period_days"])
+            cs.append(s["planet_probability"])
+    points = ax.scatter(xs, ys, c=cs, cmap="viridis", vmin=0, vmax=1, s=60, edgecolors="black")
+    fig.colorbar(points, ax=ax, label="P(planet)")
+    ax.set_xlabel("sector")
+    ax.set_ylabel("period (days)")
+    ax.set_title(title, fontsize=9)
+    return _png(fig)
+
+
+def probabilities_png(probabilities: Mapping[str, float], title: str) -> bytes:
+    """Class probabilities as horizontal bars, largest on top."""
+    items = sorted(probabilities.items(), key=lambda kv: kv[1])
+    fig = Figure(figsize=(5.0, 0.5 + 0.35 * len(items)))
+    ax = fig.add_subplot()
+    ax.barh([k for k, _ in items], [v for _, v in items], color="#4a7ab5")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("probability")
+    ax.set_title(title, fontsize=9)
+    return _png(fig)
