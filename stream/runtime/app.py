@@ -19,7 +19,7 @@ from typing import Any
 import faust
 
 from stream import kinds
-from stream.errors import Rejected
+from stream.errors import Rejected, Unavailable
 from stream.models import hot_swap as model_updates
 from stream.runtime import worker
 from stream.runtime.kafka import faust_broker_url
@@ -76,12 +76,16 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
     async def preprocess(stream: faust.Stream) -> None:
         async for events in stream.take_events(worker.PREPROCESS_BATCH, within=worker.PREPROCESS_WITHIN_SECONDS):
             for event in events:
-                await worker.preprocess_event(event.value, sink, pool.extract)
+                # Storage unreachable: pause on this event (uncommitted) instead of dead-lettering it.
+                await worker.until_available(
+                    "preprocess", lambda raw=event.value: worker.preprocess_event(raw, sink, pool.extract))
 
     def score_agent(kind: kinds.Kind) -> None:
         async def score(stream: faust.Stream) -> None:
             async for events in stream.take_events(worker.SCORE_BATCH, within=worker.SCORE_WITHIN_SECONDS):
-                await score_and_publish(scorer, kind, [event.value for event in events], sink)
+                batch = [event.value for event in events]
+                # No model yet or registry unreachable: pause on this batch until one can serve.
+                await worker.until_available("score", lambda b=batch: score_and_publish(scorer, kind, b, sink))
 
         app.agent(topics[kind.features_topic], name=f"score-{kind.name}")(score)
 
@@ -104,7 +108,7 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
         for kind in kinds.KINDS:
             try:
                 await asyncio.to_thread(scorer.model, kind.task)
-            except Rejected as exc:
+            except (Rejected, Unavailable) as exc:
                 log.error("no %s model can serve yet: %s", kind.task, exc)
 
     exported_lag: set[tuple[str, str]] = set()

@@ -13,14 +13,14 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import Any, TypeVar
 
 import schemas
 from stream import kinds
-from stream.errors import Rejected
+from stream.errors import Rejected, Unavailable
 from stream.features import detect
-from stream.ingest import storage
-from stream.runtime.metrics import ASSIGNED_PARTITIONS, CONSUMER_LAG, MESSAGES_PROCESSED, STAGE_LATENCY
+from stream.ingest import allowlist, storage
+from stream.runtime.metrics import ASSIGNED_PARTITIONS, CONSUMER_LAG, MESSAGES_PROCESSED, PAUSED, RETRIES, STAGE_LATENCY
 from stream.scoring.publish import Sink, send_dead_letter
 from stream.settings import TOPICS
 
@@ -33,16 +33,25 @@ SCORE_BATCH = 256
 SCORE_WITHIN_SECONDS = 0.02
 
 Extraction = tuple[str, dict[str, Any]]  # (features message type, record)
+T = TypeVar("T")
+
+# Backoff while storage, the registry or a model is unavailable (seconds): 1, 2, 4, ... 30, 30, ...
+RETRY_FIRST_SECONDS = 1.0
+RETRY_MAX_SECONDS = 30.0
 
 
 def extract_from_uri(kind: str, uri: str, file_id: str, detected_at_ms: int) -> Extraction:
-    """Read and preprocess one file (module level so a process pool can run it)."""
+    """Read and preprocess one file (module level so a process pool can run it).
+
+    Only URIs under the configured sources are read (a forged event is ``outside-sources``).
+    """
+    allowlist.check_uri(uri)
     try:
         data = storage.read_bytes(uri)
     except ConnectionError as exc:
-        # Storage stayed unreachable through the client's retries. The dead letter keeps the
-        # reference, so the file can be replayed once storage is back; the stream goes on.
-        raise Rejected("storage-unavailable", f"{uri}: {exc}") from exc
+        # Storage stayed unreachable through the client's retries: not the file's fault. The agent
+        # pauses and retries this event (see ``until_available``) rather than dead-lettering it.
+        raise Unavailable("storage-unavailable", f"{uri}: {exc}") from exc
     return detect.extract(kind, data, uri=uri, file_id=file_id, detected_at_ms=detected_at_ms)
 
 
@@ -85,6 +94,8 @@ async def preprocess_event(raw: bytes, sink: Sink,
         name, record = await extract_slow(*args) if kind.slow else extract_from_uri(*args)
         await sink.send(kind.features_topic, fe["file_id"].encode(), schemas.encode(name, record))
         outcome = "ok"
+    except Unavailable:
+        raise  # not the input's fault: the caller retries this event
     except Exception as exc:
         if not isinstance(exc, Rejected):
             log.exception("preprocess failed for %s", fe["uri"])
@@ -94,11 +105,39 @@ async def preprocess_event(raw: bytes, sink: Sink,
     STAGE_LATENCY.labels(stage="preprocess").observe(time.perf_counter() - t0)
 
 
+async def until_available(stage: str, attempt: Callable[[], Awaitable[T]], *, first_delay: float = RETRY_FIRST_SECONDS,
+                          max_delay: float = RETRY_MAX_SECONDS) -> T:
+    """``attempt()`` until it does not raise Unavailable, sleeping between tries (exponential, capped).
+
+    The sleep is an ``asyncio.sleep``: the event loop keeps heartbeating the consumer group meanwhile,
+    and the caller's batch stays uncommitted until the attempt succeeds.
+    """
+    delay = first_delay
+    paused = False
+    try:
+        while True:
+            try:
+                return await attempt()
+            except Unavailable as exc:
+                RETRIES.labels(stage=stage, reason=exc.reason).inc()
+                if not paused:
+                    paused = True
+                    PAUSED.labels(stage=stage).set(1)
+                log.warning("%s paused (%s): %s; retrying in %.1f s", stage, exc.reason, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(max_delay, delay * 2)
+    finally:
+        if paused:
+            PAUSED.labels(stage=stage).set(0)
+            log.warning("%s resumed", stage)
+
+
 def start_series() -> None:
     """Create the message counters at 0: rate()/increase() cannot see a counter's first sample."""
     for agent in ("preprocess", "score"):
         for outcome in ("ok", "rejected"):
             MESSAGES_PROCESSED.labels(agent=agent, outcome=outcome)
+        PAUSED.labels(stage=agent).set(0)
 
 
 async def export_lag(consumer: Any, exported: set[tuple[str, str]], topics: Iterable[str] = TOPICS.values()) -> None:
