@@ -116,7 +116,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 # Command groups defined in stream/cli/ (the `train` group comes from the training package's entry point).
 COMMAND_MODULES = {"models": "stream.cli.models", "status": "stream.cli.status", "rescore": "stream.cli.rescore",
-                   "dashboard-png": "stream.cli.dashboard", "labels": "stream.cli.labels"}
+                   "dashboard-png": "stream.cli.dashboard", "labels": "stream.cli.labels",
+                   "rejected": "stream.cli.rejected"}
 
 
 def _unavailable(sub: argparse._SubParsersAction, name: str, exc: BaseException, hint: str = "") -> None:

@@ -66,7 +66,8 @@ class LocalStack:
 
     def settings(self) -> Settings:
         return Settings(broker=self.broker, state_dir=self.state_dir, partitions=self.partitions,
-                        app_id=self.app_id, sources=self.sources, **({"registry": self.registry} if self.registry else {}))
+                        app_id=self.app_id, sources=self.sources,
+                        **({"registry": self.registry} if self.registry else {}))
 
     def start(self) -> LocalStack:
         if self._embedded:

@@ -44,18 +44,28 @@ class Roots:
 
     def allows(self, uri: str) -> bool:
         """True when ``uri`` lies under one of the roots."""
+        return self.root_of(uri) is not None
+
+    def root_of(self, uri: str) -> str | None:
+        """The root ``uri`` lies under (a directory, or ``s3://bucket/prefix``), None when outside all."""
         if uri.startswith("s3://"):
             bucket, _, key = uri.removeprefix("s3://").partition("/")
             if not key or any(part in (".", "..") for part in key.split("/")):
-                return False
-            return any(bucket == b and key.startswith(prefix) for b, prefix in self.buckets)
+                return None
+            for b, prefix in self.buckets:
+                if bucket == b and key.startswith(prefix):
+                    return f"s3://{b}/{prefix}".rstrip("/")
+            return None
         if "://" in uri and not uri.startswith("file://"):
-            return False
+            return None
         path = uri.removeprefix("file://")
         if not os.path.isabs(path):
-            return False
+            return None
         target = os.path.realpath(path)
-        return any(target == root or target.startswith(root.rstrip(os.sep) + os.sep) for root in self.directories)
+        for root in self.directories:
+            if target == root or target.startswith(root.rstrip(os.sep) + os.sep):
+                return root
+        return None
 
 
 def configured_roots(settings: Settings | None = None) -> Roots:
