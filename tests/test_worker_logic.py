@@ -29,6 +29,12 @@ from stream.settings import TOPICS
 SPECTRUM = kinds.by_name("spectrum")
 
 
+@pytest.fixture(autouse=True)
+def sources(tmp_path: Path, smass_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers read only under SKYSTREAM_SOURCES: this module's inputs live in these two directories."""
+    monkeypatch.setenv("SKYSTREAM_SOURCES", f"{tmp_path},{smass_dir}")
+
+
 def file_event(path: Path, kind: str = "spectrum") -> bytes:
     data = path.read_bytes()
     return schemas.encode("FileEvent", {
@@ -78,13 +84,14 @@ def test_preprocess_pool_survives_a_crashed_child(smass_dir: Path, monkeypatch: 
     """A child that dies costs its file a dead letter; the next file gets a new child."""
     good = sorted(smass_dir.iterdir())[0]
     pool = worker.PreprocessPool()
+    real = worker.extract_from_uri
     monkeypatch.setattr(worker, "extract_from_uri", _die)
 
     async def crash_then_recover() -> worker.Extraction:
         with pytest.raises(Rejected) as crashed:
             await pool.extract("spectrum", str(good), "f" * 64, 0)
         assert crashed.value.reason == "preprocess-crashed"
-        monkeypatch.undo()
+        monkeypatch.setattr(worker, "extract_from_uri", real)  # not undo(): that would drop the sources too
         return await pool.extract("spectrum", str(good), "f" * 64, 0)
 
     name, record = asyncio.run(crash_then_recover())
