@@ -50,7 +50,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"broker: {broker or 'embedded tansu on loopback (in-memory)'}; workers: {args.workers}; "
           f"state and logs: {workdir}", flush=True)
     with LocalStack(state_dir=workdir / "state", broker=broker, registry=settings.registry,
-                    partitions=settings.partitions, sources=str(inputs)) as stack:
+                    partitions=settings.partitions, sources=str(Path(inputs).resolve())) as stack:
         for _ in range(args.workers):
             stack.start_worker()
         print(f"workers ready in {stack.wait_ready():.1f} s (joined the group, own all partitions)", flush=True)
