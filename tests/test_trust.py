@@ -244,3 +244,28 @@ def test_no_model_raises_before_anything_is_sent(smass_dir: Path, tmp_path: Path
         asyncio.run(score_and_publish(Scorer(empty, settings=Settings()), spectrum,
                                       [bad, schemas.encode(spectrum.features_schema, record)], sink))
     assert paused.value.reason == "no-model" and sink.sent == []
+
+
+def test_redrive_plans_a_file_event_or_the_features_again(tmp_path: Path, smass_dir: Path) -> None:
+    from stream.ingest import redrive
+    from stream.runtime.deadletters import rejected_record
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    spectrum = Path(shutil.copy(sorted(smass_dir.iterdir())[0], inbox / "s.txt"))
+    roots = allowlist.Roots.parse(str(inbox))
+    failed = rejected_record("preprocess", Unavailable("storage-unavailable", "down"), uri=str(spectrum),
+                             file_id="old", topic=TOPICS["files"])
+    again = redrive.plan(failed, roots)
+    _, event = schemas.decode(again.value, expect="FileEvent")
+    assert again.topic == TOPICS["files"] and event["uri"] == str(spectrum) and event["kind"] == "spectrum"
+    assert event["file_id"] == hashlib.sha256(spectrum.read_bytes()).hexdigest() == again.key.decode()
+    assert event["size_bytes"] == spectrum.stat().st_size and event["source"] == str(inbox.resolve())
+
+    scored = rejected_record("score", Unavailable("no-model", "none"), uri=str(spectrum), file_id="f1",
+                             topic=TOPICS["features.spectrum"], payload=b"features-bytes")
+    assert (redrive.plan(scored, roots).topic, redrive.plan(scored, roots).value) == (TOPICS["features.spectrum"],
+                                                                                     b"features-bytes")
+    outside = dict(failed, uri="/etc/passwd")
+    assert redrive.plan(outside, roots).topic is None  # never re-driven into a worker's read path
+    assert redrive.plan(rejected_record("decode", ValueError("x"), payload=b"?"), roots).topic is None

@@ -91,7 +91,14 @@ async def preprocess_event(raw: bytes, sink: Sink,
     args = (fe["kind"], fe["uri"], fe["file_id"], fe["detected_at_ms"])
     try:
         kind = kinds.by_name(fe["kind"])
-        name, record = await extract_slow(*args) if kind.slow else extract_from_uri(*args)
+        if kind.slow:
+            name, record = await extract_slow(*args)
+        elif fe["uri"].startswith("s3://"):
+            # A network read (retried by the S3 client for up to minutes when S3 is down) must not block
+            # the event loop: the consumer's heartbeats run on it.
+            name, record = await asyncio.to_thread(extract_from_uri, *args)
+        else:
+            name, record = extract_from_uri(*args)
         await sink.send(kind.features_topic, fe["file_id"].encode(), schemas.encode(name, record))
         outcome = "ok"
     except Unavailable:

@@ -72,10 +72,9 @@ async def score_and_publish(scorer: Scorer, kind: Kind, messages: Sequence[bytes
     t0 = time.perf_counter()
     # The model first, before anything is sent: without one (registry unreachable, no champion yet)
     # this raises Unavailable and the caller retries the whole batch later, nothing dead-lettered.
-    if kind.slow:
+    # Loading reads the registry (maybe S3, maybe down): off the event loop, which must heartbeat.
+    if scorer.serving(kind.task) is None:
         await asyncio.to_thread(scorer.model, kind.task)
-    else:
-        scorer.model(kind.task)
     outcomes = [Outcome() for _ in messages]
     decoded: list[tuple[int, dict[str, Any], bytes]] = []
     for i, raw in enumerate(messages):
