@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
+from s3_fixtures import FlakyProxy, moto_endpoint, s3_env  # noqa: F401 - pytest fixtures
 
 import schemas
 from stream import kinds
@@ -269,3 +270,18 @@ def test_redrive_plans_a_file_event_or_the_features_again(tmp_path: Path, smass_
     outside = dict(failed, uri="/etc/passwd")
     assert redrive.plan(outside, roots).topic is None  # never re-driven into a worker's read path
     assert redrive.plan(rejected_record("decode", ValueError("x"), payload=b"?"), roots).topic is None
+
+
+def test_an_unreachable_registry_is_unavailable_not_a_dead_letter(s3_env: str,  # noqa: F811
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream.ingest import s3
+    from stream.models.registry import S3Registry
+
+    down = FlakyProxy(s3_env, drop=10**9)
+    monkeypatch.setenv("SKYSTREAM_S3_ENDPOINT", down.endpoint)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    s3.reset_clients()
+    scorer = Scorer(S3Registry("s3://models/registry"), settings=Settings())
+    with pytest.raises(Unavailable) as paused:
+        scorer.model("smass")
+    assert paused.value.reason == "registry-unavailable"
