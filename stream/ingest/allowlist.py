@@ -42,6 +42,9 @@ class Roots:
                 dirs.append(os.path.realpath(os.path.expanduser(item.removeprefix("file://"))))
         return cls(tuple(dirs), tuple(buckets))
 
+    def __bool__(self) -> bool:
+        return bool(self.directories or self.buckets)
+
     def allows(self, uri: str) -> bool:
         """True when ``uri`` lies under one of the roots."""
         return self.root_of(uri) is not None
@@ -78,5 +81,5 @@ def check_uri(uri: str, roots: Roots | None = None) -> None:
     """Raise Rejected('outside-sources') unless ``uri`` lies under the allowed roots (default: the settings')."""
     roots = roots if roots is not None else configured_roots()
     if not roots.allows(uri):
-        hint = "" if roots.directories or roots.buckets else " (no sources configured: set SKYSTREAM_SOURCES)"
+        hint = "" if roots else " (no sources configured: set SKYSTREAM_SOURCES)"
         raise Rejected("outside-sources", f"{uri} is not under the configured sources{hint}")

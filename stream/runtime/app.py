@@ -20,6 +20,7 @@ import faust
 
 from stream import kinds
 from stream.errors import Rejected, Unavailable
+from stream.ingest import allowlist
 from stream.models import hot_swap as model_updates
 from stream.runtime import worker
 from stream.runtime.kafka import faust_broker_url
@@ -69,6 +70,9 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
     settings_with_broker = dataclasses.replace(settings, broker=broker)
     scorer = scorer_for(settings_with_broker)
     pool = worker.PreprocessPool()
+    if not allowlist.configured_roots(settings):
+        log.warning("NO SOURCES: neither SKYSTREAM_SOURCES nor SKYSTREAM_WATCH_SOURCE is set, so every file event "
+                    "will be dead-lettered as outside-sources")
 
     # Each agent takes its events in batches; Faust commits a batch's offsets only after the agent
     # has finished it, i.e. after every event in it has its outcome sent (at-least-once).
