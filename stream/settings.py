@@ -65,6 +65,15 @@ class Settings:
                              int)
     watch_source: str | None = _var("SKYSTREAM_WATCH_SOURCE", None,
                                     "what `skystream watch` watches when no argument is given")
+    sources: str | None = _var("SKYSTREAM_SOURCES", None, "where workers may read inputs: comma-separated "
+                               "directories and s3://bucket/prefix; a file event naming anything else is "
+                               "dead-lettered (outside-sources)",
+                               shown_default="SKYSTREAM_WATCH_SOURCE when set, else nothing is readable")
+    model_poll_seconds: float = _var("SKYSTREAM_MODEL_POLL_SECONDS", 60.0, "how often workers re-read the "
+                                     "registry's champions (heals a missed announcement)", float)
+    model_signing_key: str | None = _var("SKYSTREAM_MODEL_SIGNING_KEY", None, "shared secret: publishing stores "
+                                         "an HMAC-SHA256 of the ONNX file, workers refuse models without a "
+                                         "valid one (never logged)", secret=True)
     # Kafka security for production clusters; PLAINTEXT needs none of the rest.
     security_protocol: str = _var("SKYSTREAM_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT",
                                   "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")

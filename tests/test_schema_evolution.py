@@ -144,8 +144,11 @@ def toi():
     return TOICatalog.from_csv(require_data("tess/catalogs/toi_2025-10-04.csv"))
 
 
-def test_wasp126b_alert_carries_its_numbers_as_fields(wasp126, tess_model, toi) -> None:
+def test_wasp126b_alert_carries_its_numbers_as_fields(wasp126, tess_model, toi,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from stream.alerts.policy import alerts_for
+
+    monkeypatch.setenv("SKYSTREAM_SOURCES", str(wasp126[0].parent))  # the figure reads the file again
     from stream.scoring.transit_predictor import predict_transits
 
     _, features = wasp126

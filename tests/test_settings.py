@@ -25,6 +25,9 @@ SAMPLES = {
     "app_id": ("skystream-prod", "skystream-prod"),
     "metrics_port": ("9400", 9400),
     "watch_source": ("s3://stpubdata/tess/public/", "s3://stpubdata/tess/public/"),
+    "sources": ("/inbox,s3://skystream/incoming", "/inbox,s3://skystream/incoming"),
+    "model_poll_seconds": ("15", 15.0),
+    "model_signing_key": ("hmac-key-3c1d9e", "hmac-key-3c1d9e"),
     "security_protocol": ("SASL_SSL", "SASL_SSL"),
     "sasl_mechanism": ("SCRAM-SHA-512", "SCRAM-SHA-512"),
     "sasl_username": ("skystream-user", "skystream-user"),
@@ -92,7 +95,8 @@ def test_help_lists_every_variable_with_its_default() -> None:
 
 
 def test_secrets_stay_out_of_repr(monkeypatch: pytest.MonkeyPatch) -> None:
-    secrets = ("sasl_password", "aws_access_key_id", "aws_secret_access_key", "aws_session_token")
+    secrets = ("sasl_password", "aws_access_key_id", "aws_secret_access_key", "aws_session_token",
+               "model_signing_key")
     for name in secrets:
         monkeypatch.setenv(ENV[name], SAMPLES[name][0])
     monkeypatch.setenv("SKYSTREAM_KAFKA_SASL_USERNAME", "skystream-user")

@@ -30,6 +30,12 @@ from stream.settings import TOPICS, Settings
 SPECTRUM = kinds.by_name("spectrum")
 
 
+@pytest.fixture(autouse=True)
+def sources(tmp_path: Path, smass_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers read only under SKYSTREAM_SOURCES: this module's inputs live in these two directories."""
+    monkeypatch.setenv("SKYSTREAM_SOURCES", f"{tmp_path},{smass_dir}")
+
+
 def file_event(path: Path, kind: str = "spectrum") -> bytes:
     data = path.read_bytes()
     return schemas.encode("FileEvent", {

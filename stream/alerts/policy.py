@@ -64,8 +64,10 @@ def alerts_for(prediction: dict[str, Any], settings: Settings | None = None) -> 
     # the diagnostic figure (light curve, periodogram, folded views, scores). The file is read again
     # here (claim check); alerts are rare, so this costs nothing on the common path.
     from stream.alerts.figures import diagnostic_png
-    from stream.ingest import storage
+    from stream.ingest import allowlist, storage
 
+    # The same allow-list as the worker's first read: a forged features message names a URI too.
+    allowlist.check_uri(prediction["source"], allowlist.configured_roots(settings))
     data = storage.read_bytes(prediction["source"])
     out = []
     for a in found:

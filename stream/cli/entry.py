@@ -121,7 +121,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 COMMAND_MODULES = {"models": "stream.cli.models", "status": "stream.cli.status", "rescore": "stream.cli.rescore",
                    "dashboard-png": "stream.cli.dashboard", "labels": "stream.cli.labels",
                    "archive": "stream.cli.archive",
-                   "alerts": "stream.cli.alerts", "api": "stream.cli.api"}
+                   "alerts": "stream.cli.alerts", "api": "stream.cli.api",
+                   "rejected": "stream.cli.rejected"}
 
 
 def _unavailable(sub: argparse._SubParsersAction, name: str, exc: BaseException, hint: str = "") -> None:

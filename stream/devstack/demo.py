@@ -52,7 +52,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"broker: {broker or 'embedded tansu on loopback (in-memory)'}; workers: {args.workers}; "
           f"state and logs: {workdir}", flush=True)
     with LocalStack(state_dir=workdir / "state", broker=broker, registry=settings.registry,
-                    partitions=settings.partitions) as stack:
+                    partitions=settings.partitions, sources=str(Path(inputs).resolve())) as stack:
         for _ in range(args.workers):
             stack.start_worker()
         stack.start_archiver()

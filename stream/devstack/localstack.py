@@ -35,7 +35,7 @@ class LocalStack:
 
     def __init__(self, state_dir: Path, broker: str | None = None, registry: str | None = None,
                  partitions: int = 4, app_id: str | None = None, log_dir: Path | None = None,
-                 archive: str | None = None) -> None:
+                 archive: str | None = None, sources: str | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.log_dir = Path(log_dir or self.state_dir / "logs")
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -43,6 +43,9 @@ class LocalStack:
         self._broker = broker
         self.registry = registry
         self.partitions = partitions
+        # Where workers may read inputs (SKYSTREAM_SOURCES): given, else the environment's, else the
+        # directory that holds the stack's state (the demo's work directory, a test's tmp_path).
+        self.sources = sources or Settings().sources or str(self.state_dir.resolve().parent)
         self.app_id = app_id or f"skystream-{os.getpid()}-{int(time.time())}"
         self.archive = archive
         self.workers: list[subprocess.Popen[bytes]] = []
@@ -65,7 +68,7 @@ class LocalStack:
 
     def settings(self) -> Settings:
         return Settings(broker=self.broker, state_dir=self.state_dir, partitions=self.partitions,
-                        app_id=self.app_id, archive=self.archive,
+                        app_id=self.app_id, archive=self.archive, sources=self.sources,
                         **({"registry": self.registry} if self.registry else {}))
 
     def start(self) -> LocalStack:

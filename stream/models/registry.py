@@ -3,7 +3,7 @@
 Layout (the same under a local directory or an ``s3://bucket/prefix``)::
 
     <root>/<task>/<version>/model.onnx
-    <root>/<task>/<version>/metadata.json    # includes "sha256" of model.onnx
+    <root>/<task>/<version>/metadata.json    # includes "sha256" of model.onnx (and "hmac_sha256" when signed)
     <root>/<task>/champion.json              # {"version": "2", "history": ["1", "2"]}
 
 Versions are positive integers as strings ("1", "2", ...), never rewritten once published.
@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from stream.errors import Rejected
+from stream.models import signing
+from stream.settings import Settings
 
 BUNDLED = Path(__file__).parents[1] / "bundled" / "registry"
 log = logging.getLogger(__name__)
@@ -133,6 +135,11 @@ class _RegistryBase:
     @staticmethod
     def _new_metadata(task: str, version: str, onnx: bytes, metadata: dict[str, Any]) -> bytes:
         meta = dict(metadata, task=task, version=version, sha256=sha256_hex(onnx))
+        # A signature copied from another version's metadata never carries over: sign anew, or not at all.
+        meta.pop(signing.METADATA_FIELD, None)
+        key = Settings().model_signing_key
+        if key:
+            meta[signing.METADATA_FIELD] = signing.sign(onnx, key)
         meta.setdefault("created", _created_now())
         return json.dumps(meta, indent=1, sort_keys=True).encode()
 

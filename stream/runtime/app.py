@@ -19,7 +19,8 @@ from typing import Any
 import faust
 
 from stream import kinds
-from stream.errors import Rejected
+from stream.errors import Rejected, Unavailable
+from stream.ingest import allowlist
 from stream.models import hot_swap as model_updates
 from stream.runtime import worker
 from stream.runtime.filter_agent import POLL_SECONDS as FILTER_POLL_SECONDS
@@ -71,18 +72,26 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
     settings_with_broker = dataclasses.replace(settings, broker=broker)
     scorer = scorer_for(settings_with_broker)
     pool = worker.PreprocessPool(settings)
+    if not allowlist.configured_roots(settings):
+        log.warning("NO SOURCES: neither SKYSTREAM_SOURCES nor SKYSTREAM_WATCH_SOURCE is set, so every file event "
+                    "will be dead-lettered as outside-sources")
 
     # Each agent takes its events in batches; Faust commits a batch's offsets only after the agent
     # has finished it, i.e. after every event in it has its outcome sent (at-least-once).
     @app.agent(topics[TOPICS["files"]], name="preprocess")
     async def preprocess(stream: faust.Stream) -> None:
         async for events in stream.take_events(worker.PREPROCESS_BATCH, within=worker.PREPROCESS_WITHIN_SECONDS):
-            await worker.preprocess_events([event.value for event in events], sink, pool.extract)
+            # Storage unreachable: pause on this batch (uncommitted) instead of dead-lettering it.
+            await worker.until_available(
+                "preprocess", lambda raws=[event.value for event in events]: worker.preprocess_events(
+                    raws, sink, pool.extract))
 
     def score_agent(kind: kinds.Kind) -> None:
         async def score(stream: faust.Stream) -> None:
             async for events in stream.take_events(worker.SCORE_BATCH, within=worker.SCORE_WITHIN_SECONDS):
-                await score_and_publish(scorer, kind, [event.value for event in events], sink)
+                batch = [event.value for event in events]
+                # No model yet or registry unreachable: pause on this batch until one can serve.
+                await worker.until_available("score", lambda b=batch: score_and_publish(scorer, kind, b, sink))
 
         app.agent(topics[kind.features_topic], name=f"score-{kind.name}")(score)
 
@@ -119,7 +128,7 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
         for kind in kinds.KINDS:
             try:
                 await asyncio.to_thread(scorer.model, kind.task)
-            except Rejected as exc:
+            except (Rejected, Unavailable) as exc:
                 log.error("no %s model can serve yet: %s", kind.task, exc)
 
     exported_lag: set[tuple[str, str]] = set()

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from stream.errors import Rejected
+from stream.errors import Rejected, Unavailable
 
 __all__ = ["BoundedChild", "ChildFailed", "Bounds", "preload"]
 
@@ -73,6 +73,8 @@ def _serve(conn: Connection, work: Callable[..., Any], memory_bytes: int) -> Non
                 answer: tuple = ("ok", work(*job))
             except Rejected as exc:
                 answer = ("rejected", exc.reason, str(exc))
+            except Unavailable as exc:  # not the file's fault: the parent pauses and retries
+                answer = ("unavailable", exc.reason, str(exc))
             except MemoryError:
                 conn.send(("out-of-memory",))
                 return  # the parent starts a new child for the rest
@@ -165,6 +167,8 @@ class BoundedChild:
             return answer[1]
         if status == "rejected":
             return Rejected(answer[1], answer[2])
+        if status == "unavailable":
+            return Unavailable(answer[1], answer[2])
         if status == "out-of-memory":
             mib = self.bounds.memory_bytes / 2**20
             return Rejected("out-of-memory", f"preprocessing needed more than its {mib:g} MiB of memory")

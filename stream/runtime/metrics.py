@@ -47,6 +47,9 @@ FILTER_RELOADS = Counter("skystream_filter_reloads", "Loads of the filters file,
                          ["outcome"])
 FILTERS_ACTIVE = Gauge("skystream_filters_active", "User-defined alert filters in force")
 MODEL = Info("skystream_model", "Serving model per task", ["task"])
+RETRIES = Counter("skystream_retries", "Retries of an input while something it needs is unavailable",
+                  ["stage", "reason"])
+PAUSED = Gauge("skystream_paused", "1 while a stage waits for storage, the registry or a model", ["stage"])
 MODEL_REFUSED = Counter("skystream_model_refused", "Model versions refused at load", ["task", "reason"])
 DRIFT_PSI = Gauge("skystream_drift_psi", "Population stability index of live vs reference", ["task", "feature"])
 DRIFT_DETECTED = Gauge("skystream_drift_detected", "1 when any feature of the task drifted", ["task"])

@@ -7,19 +7,27 @@ reference) and the agent goes on with the next event.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import schemas
 from stream import kinds
-from stream.errors import Rejected
+from stream.errors import Rejected, Unavailable
 from stream.features import detect
-from stream.ingest import storage
+from stream.ingest import allowlist, storage
 from stream.runtime import bounded
-from stream.runtime.metrics import ASSIGNED_PARTITIONS, CONSUMER_LAG, MESSAGES_PROCESSED, STAGE_LATENCY
+from stream.runtime.metrics import (
+    ASSIGNED_PARTITIONS,
+    CONSUMER_LAG,
+    MESSAGES_PROCESSED,
+    PAUSED,
+    RETRIES,
+    STAGE_LATENCY,
+)
 from stream.scoring.publish import Sink, send_dead_letter
 from stream.settings import TOPICS, Settings
 
@@ -32,21 +40,29 @@ SCORE_BATCH = 256
 SCORE_WITHIN_SECONDS = 0.02
 
 Extraction = tuple[str, dict[str, Any]]  # (features message type, record)
+T = TypeVar("T")
+
+# Backoff while storage, the registry or a model is unavailable (seconds): 1, 2, 4, ... 30, 30, ...
+RETRY_FIRST_SECONDS = 1.0
+RETRY_MAX_SECONDS = 30.0
 
 
 def extract_from_uri(kind: str, uri: str, file_id: str, detected_at_ms: int,
-                     max_bytes: int | None = None) -> Extraction:
+                     max_bytes: int | None = None, roots: allowlist.Roots | None = None) -> Extraction:
     """Read and preprocess one file (module level so a child process can run it).
 
-    With ``max_bytes``, at most one byte more is read: a larger file is Rejected('too-large') unread
-    (whatever size its event claims: the file may have grown, or the event lie).
+    Only URIs under the configured sources are read (a forged event is ``outside-sources``). With
+    ``max_bytes``, at most one byte more is read: a larger file is Rejected('too-large') unread
+    (whatever size its event claims: the file may have grown, or the event lie). ``roots`` default to
+    the settings' sources (the pool passes its own: a child must not depend on its environment).
     """
+    allowlist.check_uri(uri, roots)
     try:
         data = storage.read_bytes(uri) if max_bytes is None else storage.read_bytes(uri, limit=max_bytes + 1)
     except ConnectionError as exc:
-        # Storage stayed unreachable through the client's retries. The dead letter keeps the
-        # reference, so the file can be replayed once storage is back; the stream goes on.
-        raise Rejected("storage-unavailable", f"{uri}: {exc}") from exc
+        # Storage stayed unreachable through the client's retries: not the file's fault. The agent
+        # pauses and retries this event (see ``until_available``) rather than dead-lettering it.
+        raise Unavailable("storage-unavailable", f"{uri}: {exc}") from exc
     if max_bytes is not None and len(data) > max_bytes:
         raise Rejected("too-large", f"more than the limit for a {kind} ({max_bytes} bytes)")
     return detect.extract(kind, data, uri=uri, file_id=file_id, detected_at_ms=detected_at_ms)
@@ -63,13 +79,16 @@ class PreprocessPool:
     heartbeating meanwhile, and a file that kills its child costs only its own dead letter."""
 
     def __init__(self, settings: Settings | None = None) -> None:
+        settings = settings or Settings()
         bounded.preload([__name__, "stream.features.spectra", "stream.features.transits"])
+        roots = allowlist.configured_roots(settings)
         self._children = {
             name: bounded.BoundedChild(
-                f"preprocess-{name}", functools.partial(extract_from_uri, name, max_bytes=lim.max_bytes),
+                f"preprocess-{name}",
+                functools.partial(extract_from_uri, name, max_bytes=lim.max_bytes, roots=roots),
                 bounded.Bounds(seconds=lim.max_seconds, memory_bytes=lim.max_memory_bytes),
             )
-            for name, lim in kinds.limits(settings or Settings()).items()
+            for name, lim in kinds.limits(settings).items()
         }
 
     async def extract(self, kind: str, jobs: list[Job]) -> list[Any]:
@@ -106,8 +125,13 @@ async def preprocess_events(raws: list[bytes], sink: Sink, extract: Extract) -> 
         try:
             kind = kinds.by_name(name)
             results = await extract(name, [(fe["uri"], fe["file_id"], fe["detected_at_ms"]) for fe in events])
+        except Unavailable:
+            raise  # not the inputs' fault: the caller retries the batch
         except Exception as exc:
             results = [exc] * len(events)
+        unavailable = next((r for r in results if isinstance(r, Unavailable)), None)
+        if unavailable is not None:
+            raise unavailable  # e.g. storage down: retry the batch (repeats are idempotent)
         for fe, result in zip(events, results, strict=True):
             try:
                 if isinstance(result, BaseException):
@@ -133,11 +157,39 @@ async def preprocess_event(raw: bytes, sink: Sink, extract: Extract) -> None:
     await preprocess_events([raw], sink, extract)
 
 
+async def until_available(stage: str, attempt: Callable[[], Awaitable[T]], *, first_delay: float = RETRY_FIRST_SECONDS,
+                          max_delay: float = RETRY_MAX_SECONDS) -> T:
+    """``attempt()`` until it does not raise Unavailable, sleeping between tries (exponential, capped).
+
+    The sleep is an ``asyncio.sleep``: the event loop keeps heartbeating the consumer group meanwhile,
+    and the caller's batch stays uncommitted until the attempt succeeds.
+    """
+    delay = first_delay
+    paused = False
+    try:
+        while True:
+            try:
+                return await attempt()
+            except Unavailable as exc:
+                RETRIES.labels(stage=stage, reason=exc.reason).inc()
+                if not paused:
+                    paused = True
+                    PAUSED.labels(stage=stage).set(1)
+                log.warning("%s paused (%s): %s; retrying in %.1f s", stage, exc.reason, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(max_delay, delay * 2)
+    finally:
+        if paused:
+            PAUSED.labels(stage=stage).set(0)
+            log.warning("%s resumed", stage)
+
+
 def start_series() -> None:
     """Create the message counters at 0: rate()/increase() cannot see a counter's first sample."""
     for agent in ("preprocess", "score"):
         for outcome in ("ok", "rejected"):
             MESSAGES_PROCESSED.labels(agent=agent, outcome=outcome)
+        PAUSED.labels(stage=agent).set(0)
 
 
 async def export_lag(consumer: Any, exported: set[tuple[str, str]], topics: Iterable[str] = TOPICS.values()) -> None:

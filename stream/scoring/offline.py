@@ -16,7 +16,7 @@ from typing import Any
 
 import schemas
 from stream import kinds
-from stream.errors import Rejected
+from stream.errors import Rejected, Unavailable
 from stream.features import detect
 from stream.ingest import storage
 from stream.scoring.publish import CollectingSink, score_and_publish
@@ -67,7 +67,7 @@ def _score_one(runner: asyncio.Runner, scorer: Scorer, uri: str,
     try:
         kind, message = features()
         outcome = runner.run(score_and_publish(scorer, kind, [message], CollectingSink(), alerts=False))[0]
-    except Rejected as exc:
+    except (Rejected, Unavailable) as exc:
         return _rejected(uri, exc.reason, str(exc))
     except Exception as exc:  # never stop on one file
         log.debug("score failed", exc_info=True)

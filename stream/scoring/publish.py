@@ -65,10 +65,16 @@ async def score_and_publish(scorer: Scorer, kind: Kind, messages: Sequence[bytes
     """Decode a batch of ``kind``'s features messages, score them in one call, send the outcomes.
 
     One Outcome per message, in order. An undecodable message or a record the model refuses becomes a
-    dead letter and the rest of the batch goes on. ``alerts=False`` sends predictions only (offline
+    dead letter and the rest of the batch goes on; ``Unavailable`` (no model can serve now) is raised
+    before anything is sent. ``alerts=False`` sends predictions only (offline
     scoring and replays do not alert subscribers again).
     """
     t0 = time.perf_counter()
+    # The model first, before anything is sent: without one (registry unreachable, no champion yet)
+    # this raises Unavailable and the caller retries the whole batch later, nothing dead-lettered.
+    # Loading reads the registry (maybe S3, maybe down): off the event loop, which must heartbeat.
+    if scorer.serving(kind.task) is None:
+        await asyncio.to_thread(scorer.model, kind.task)
     outcomes = [Outcome() for _ in messages]
     decoded: list[tuple[int, dict[str, Any], bytes]] = []
     for i, raw in enumerate(messages):

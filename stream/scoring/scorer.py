@@ -8,10 +8,17 @@ import time
 from typing import Any
 
 from stream import kinds
-from stream.errors import Rejected
+from stream.errors import Rejected, Unavailable
 from stream.models.hot_swap import verified_model
 from stream.models.registry import LocalRegistry, RegistryError, open_registry
-from stream.runtime.metrics import INFERENCE_BATCH_SIZE, INFERENCE_SECONDS, PREDICTION_SCORE, PREDICTIONS, set_model
+from stream.runtime.metrics import (
+    INFERENCE_BATCH_SIZE,
+    INFERENCE_SECONDS,
+    MODEL_REFUSED,
+    PREDICTION_SCORE,
+    PREDICTIONS,
+    set_model,
+)
 from stream.scoring.drift import DriftMonitor
 from stream.scoring.onnx_model import OnnxModel
 from stream.settings import Settings
@@ -38,12 +45,24 @@ class Scorer:
         with self._lock:
             if task not in self._models:
                 try:
-                    m = verified_model(self.registry.uri, task, self.registry.champion(task))
+                    m = verified_model(self.registry.uri, task, self.registry.champion(task),
+                                       signing_key=self.settings.model_signing_key)
                 except RegistryError as exc:
-                    raise Rejected("no-model", str(exc)) from None
+                    raise Unavailable("no-model", str(exc)) from None
+                except ConnectionError as exc:  # S3Unavailable is one
+                    raise Unavailable("registry-unavailable", f"{self.registry.uri}: {exc}") from None
+                except Rejected as exc:
+                    # Not the inputs' fault either: they wait for a champion that can serve.
+                    MODEL_REFUSED.labels(task=task, reason=exc.reason).inc()
+                    raise Unavailable("no-model", f"the {task} champion was refused ({exc.reason}): {exc}") from None
                 self._install(m)
                 log.info("serving %s model %s v%s", task, m.name, m.version)
             return self._models[task]
+
+    def serving(self, task: str) -> OnnxModel | None:
+        """The model serving ``task`` now, None before the first load."""
+        with self._lock:
+            return self._models.get(task)
 
     def swap(self, model: OnnxModel) -> None:
         with self._lock:
