@@ -61,7 +61,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, smass_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def archived(tmp_path_factory: pytest.TempPathFactory, inputs: Path) -> Settings:
     """Settings whose archive holds the real predictions and alerts of ``inputs``, one file per record."""
-    settings = Settings(registry=str(BUNDLED), archive=str(tmp_path_factory.mktemp("archive")))
+    # The alert policy reads each light curve again for its figure: only under the configured sources.
+    settings = Settings(registry=str(BUNDLED), archive=str(tmp_path_factory.mktemp("archive")), sources=str(inputs))
     scorer = scorer_for(settings)
     offset = 0
     for path in sorted(inputs.iterdir()):
