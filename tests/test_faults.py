@@ -229,8 +229,10 @@ def test_broker_killed_and_restarted_empty_loses_nothing(stack: Stack, spectra: 
     watcher = stack.start_watcher()
     with Recorder(stack.broker) as seen:
         stack.add(old)
-        at_kill = wait_until(lambda: len(r := stack.resolved()) >= 20 and r, 150, "20 files resolved", interval=0.05)
+        wait_until(lambda: len(stack.resolved()) >= 20, 150, "20 files resolved", interval=0.05)
         stack.kill_broker()
+        # Read once the broker is gone: what the watcher saw resolved on it (it can see no more).
+        at_kill = stack.resolved()
         in_flight = _ids(old) - at_kill
         assert in_flight, "killed too late to test"
         stack.start_broker()

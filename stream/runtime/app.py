@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 import faust
@@ -31,13 +32,38 @@ log = logging.getLogger(__name__)
 
 
 class TopicSink:
-    """The publish sink of a Faust app: sends to its topics by name."""
+    """The publish sink of one Faust agent: sends to its topics by name.
 
-    def __init__(self, topics: dict[str, faust.TopicT]) -> None:
+    Faust's send returns before the broker has the message, and a failed delivery is only logged; an
+    agent calls ``flush`` at the end of each batch, so a batch counts as done (and its offsets are
+    committed) only once every outcome of it is on the broker.
+    """
+
+    def __init__(self, topics: dict[str, faust.TopicT], max_backoff: float = 10.0) -> None:
         self.topics = topics
+        self.max_backoff = max_backoff
+        self._in_flight: list[tuple[str, bytes, bytes, Awaitable[Any]]] = []
 
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
-        await self.topics[topic].send(key=key, value=value)
+        delivered = await self.topics[topic].send(key=key, value=value)
+        self._in_flight.append((topic, key, value, delivered))
+
+    async def flush(self) -> None:
+        """Wait for the broker to have every message sent so far; send again, with a growing pause,
+        whatever it refused (a broker restarting), until it has them all."""
+        backoff = 0.5
+        while self._in_flight:
+            batch, self._in_flight = self._in_flight, []
+            results = await asyncio.gather(*(delivered for *_, delivered in batch), return_exceptions=True)
+            failed = [(t, k, v) for (t, k, v, _), r in zip(batch, results, strict=True) if isinstance(r, BaseException)]
+            if not failed:
+                return
+            log.warning("%d messages not delivered (%s); sending them again in %.1f s",
+                        len(failed), next(r for r in results if isinstance(r, BaseException)), backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(self.max_backoff, backoff * 2)
+            for message in failed:
+                await self.send(*message)
 
 
 def create_app(settings: Settings, broker: str, worker_name: str = "worker", loglevel: str = "warning") -> faust.App:
@@ -65,7 +91,6 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
         producer_linger_ms=2,
     )
     topics = {name: app.topic(name, key_type=bytes, value_type=bytes, internal=False) for name in TOPICS.values()}
-    sink = TopicSink(topics)
     settings_with_broker = dataclasses.replace(settings, broker=broker)
     scorer = scorer_for(settings_with_broker)
     pool = worker.PreprocessPool()
@@ -74,14 +99,18 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
     # has finished it, i.e. after every event in it has its outcome sent (at-least-once).
     @app.agent(topics[TOPICS["files"]], name="preprocess")
     async def preprocess(stream: faust.Stream) -> None:
+        sink = TopicSink(topics)
         async for events in stream.take_events(worker.PREPROCESS_BATCH, within=worker.PREPROCESS_WITHIN_SECONDS):
             for event in events:
                 await worker.preprocess_event(event.value, sink, pool.extract)
+            await sink.flush()
 
     def score_agent(kind: kinds.Kind) -> None:
         async def score(stream: faust.Stream) -> None:
+            sink = TopicSink(topics)
             async for events in stream.take_events(worker.SCORE_BATCH, within=worker.SCORE_WITHIN_SECONDS):
                 await score_and_publish(scorer, kind, [event.value for event in events], sink)
+                await sink.flush()
 
         app.agent(topics[kind.features_topic], name=f"score-{kind.name}")(score)
 
