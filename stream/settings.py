@@ -65,7 +65,7 @@ class Settings:
                              int)
     watch_source: str | None = _var("SKYSTREAM_WATCH_SOURCE", None,
                                     "what `skystream watch` watches when no argument is given")
-    watch_republish_seconds: float = _var("SKYSTREAM_WATCH_REPUBLISH_SECONDS", 1800.0, "a watched file with no "
+    watch_republish_seconds: float = _var("SKYSTREAM_WATCH_REPUBLISH_SECONDS", 900.0, "a watched file with no "
                                           "prediction or dead letter after this many seconds is published once "
                                           "more (0: never; a broker that lost its state is noticed at once)", float)
     # Kafka security for production clusters; PLAINTEXT needs none of the rest.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 from collections.abc import Awaitable
 from typing import Any
 
@@ -29,6 +30,9 @@ from stream.scoring.scorer import scorer_for
 from stream.settings import TOPICS, Settings
 
 log = logging.getLogger(__name__)
+
+FLUSH_ATTEMPTS = 6  # about 25 s of retries
+EXIT_UNDELIVERABLE = 75  # EX_TEMPFAIL
 
 
 class TopicSink:
@@ -50,20 +54,25 @@ class TopicSink:
 
     async def flush(self) -> None:
         """Wait for the broker to have every message sent so far; send again, with a growing pause,
-        whatever it refused (a broker restarting), until it has them all."""
+        whatever it refused (a broker restarting). A worker that still cannot deliver after
+        ``FLUSH_ATTEMPTS`` exits, its batch uncommitted: `skystream worker` starts a new one, which
+        replays the batch (a Faust agent that raised would skip it)."""
         backoff = 0.5
-        while self._in_flight:
+        for _attempt in range(FLUSH_ATTEMPTS):
             batch, self._in_flight = self._in_flight, []
             results = await asyncio.gather(*(delivered for *_, delivered in batch), return_exceptions=True)
-            failed = [(t, k, v) for (t, k, v, _), r in zip(batch, results, strict=True) if isinstance(r, BaseException)]
-            if not failed:
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if not errors:
                 return
-            log.warning("%d messages not delivered (%s); sending them again in %.1f s",
-                        len(failed), next(r for r in results if isinstance(r, BaseException)), backoff)
+            log.warning("%d messages not delivered (%s); sending them again in %.1f s", len(errors), errors[0], backoff)
             await asyncio.sleep(backoff)
             backoff = min(self.max_backoff, backoff * 2)
-            for message in failed:
-                await self.send(*message)
+            for (topic, key, value, _), result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):
+                    await self.send(topic, key, value)
+        log.critical("outcomes still not delivered after %d attempts: exiting, nothing committed", FLUSH_ATTEMPTS)
+        logging.shutdown()
+        os._exit(EXIT_UNDELIVERABLE)
 
 
 def create_app(settings: Settings, broker: str, worker_name: str = "worker", loglevel: str = "warning") -> faust.App:
