@@ -20,6 +20,7 @@ SAMPLES = {
     "registry": ("s3://models/skystream", "s3://models/skystream"),
     "state_dir": ("/srv/skystream/state", Path("/srv/skystream/state")),
     "partitions": ("12", 12),
+    "watch_republish_seconds": ("600", 600.0),
     "replication_factor": ("3", 3),
     "min_insync_replicas": ("2", 2),
     "app_id": ("skystream-prod", "skystream-prod"),

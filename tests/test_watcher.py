@@ -179,3 +179,38 @@ def test_unknown_file_dead_letters_carry_only_a_short_hex_prefix(embedded_broker
     assert len(dead) == 1 and dead[0]["payload"] is None
     assert "hunter2" not in dead[0]["error"]
     assert b"# observing log:"[:16].hex() in dead[0]["error"]
+
+
+def test_a_file_without_outcome_is_published_once_more_after_the_fallback_delay(
+        embedded_broker, inbox: Path, tmp_path: Path) -> None:
+    """No worker runs, so no file gets an outcome: after ``republish_after`` each is published exactly
+    once more, byte for byte; a file whose outcome was seen is not."""
+    async def run() -> None:
+        await ensure_topics(embedded_broker.bootstrap, Settings(partitions=2))
+        producer = AIOKafkaProducer(bootstrap_servers=embedded_broker.bootstrap, acks="all")
+        await producer.start()
+        source = DirectorySource(inbox, settle_seconds=0)
+        ledger = Ledger(ledger_path(tmp_path / "state", source))
+        watcher = Watcher(source, lambda t, k, v: producer.send(t, v, key=k), ledger, republish_after=600)
+        try:
+            assert (await watcher.poll()).published == 20
+            resolved = sorted(ledger.db.execute("SELECT identity FROM pending").fetchall())[0][0]
+            ledger.resolve([resolved])  # as the results follower does when its prediction arrives
+            assert await watcher.republish_due() == 0  # not yet due
+            # Ten minutes pass (the publication times move back) with no outcome.
+            ledger.db.execute("UPDATE pending SET sent_at_ms = sent_at_ms - 601000")
+            await watcher.poll()
+            ledger.db.execute("UPDATE pending SET sent_at_ms = sent_at_ms - 601000")
+            await watcher.poll()  # once more at most
+            assert ledger.unresolved() == 19
+        finally:
+            await producer.stop()
+            ledger.close()
+
+    asyncio.run(run())
+    events, _ = asyncio.run(_read_all(embedded_broker.bootstrap))
+    copies: dict[str, list[dict]] = {}
+    for e in events:
+        copies.setdefault(e["file_id"], []).append(e)
+    assert sorted(len(c) for c in copies.values()) == [1] + [2] * 19
+    assert all(c[0] == c[-1] for c in copies.values())

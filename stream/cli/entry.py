@@ -87,10 +87,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run a Faust worker (preprocess and score agents)",
                        description="Consume file events, write features, score them with the registry's "
                        "champion models, and produce predictions, alerts and dead letters. Start several "
-                       "with the same SKYSTREAM_APP_ID to share the partitions.")
+                       "with the same SKYSTREAM_APP_ID to share the partitions. The Faust worker runs as a "
+                       "child process, restarted when it exits or the broker comes back without its state; "
+                       "this command itself only ends on Ctrl-C or SIGTERM.")
     _broker_arg(p)
     _metrics_arg(p)
     p.add_argument("--loglevel", default="warning", help="Faust log level (default warning)")
+    # The supervisor's child (stream/runtime/supervisor.py): the Faust worker itself.
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("score", help="score files offline, one JSON line per file on stdout",
@@ -205,9 +209,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from aiokafka import AIOKafkaProducer
 
     from stream import kinds
+    from stream.ingest.resolver import ResultFollower
     from stream.ingest.watcher import Ledger, Watcher, ledger_path
     from stream.runtime import metrics
-    from stream.runtime.kafka import bootstrap_servers, client_kwargs, ensure_topics
+    from stream.runtime.kafka import bootstrap_servers, client_kwargs, ensure_topics_forever
 
     settings = Settings()
     broker = _require_broker(args, settings)
@@ -219,28 +224,36 @@ def cmd_watch(args: argparse.Namespace) -> int:
     log.info("watching %s; metrics on :%d", source.name, port)
 
     async def main() -> None:
-        await ensure_topics(broker, settings)
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(broker), acks="all", linger_ms=5,
-                                    **client_kwargs(settings))
-        await producer.start()
-        ledger = Ledger(ledger_path(settings.state_dir, source))
-        watcher = Watcher(source, lambda t, k, v: producer.send(t, v, key=k), ledger,
-                          max_bytes=kinds.max_bytes(settings))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        # A broker that is down (or restarting) is waited for, however long: the watcher never exits on it.
+        if not await ensure_topics_forever(broker, settings, stop):
+            return
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(broker), acks="all", linger_ms=5,
+                                    **client_kwargs(settings))
+        await _start_with_backoff(producer.start, stop)
+        ledger = Ledger(ledger_path(settings.state_dir, source))
+        watcher = Watcher(source, lambda t, k, v: producer.send(t, v, key=k), ledger,
+                          max_bytes=kinds.max_bytes(settings), republish_after=settings.watch_republish_seconds)
+        follower = ResultFollower(ledger, broker, settings, source.name)
 
         def report(res) -> None:  # noqa: ANN001
             if res.published or res.rejected:
                 print(f"published {res.published}, rejected {res.rejected}", file=sys.stderr, flush=True)
 
+        following = None
         try:
             if args.once:
                 report(await watcher.poll())
             else:
+                following = asyncio.create_task(follower.run(stop))
                 await watcher.run(args.interval, stop, report)
         finally:
+            stop.set()
+            if following is not None:
+                await following
             await producer.stop()
             ledger.close()
             close = getattr(source, "close", None)
@@ -251,21 +264,54 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _start_with_backoff(start, stop: asyncio.Event, max_backoff: float = 30.0) -> None:  # noqa: ANN001
+    """Call ``start`` (a Kafka client's) until it succeeds or ``stop`` is set."""
+    from aiokafka.errors import KafkaError
+
+    backoff = 1.0
+    while not stop.is_set():
+        try:
+            await start()
+            return
+        except (KafkaError, OSError) as exc:
+            log.warning("broker unavailable (%s); retrying in %.0f s", exc, backoff)
+        try:
+            await asyncio.wait_for(stop.wait(), backoff)
+        except TimeoutError:
+            pass
+        backoff = min(max_backoff, backoff * 2)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
+    settings = Settings()
+    broker = _require_broker(args, settings)
+    if not args.child:
+        return _supervise_worker(args, settings, broker)
     from faust.worker import Worker
 
     from stream.runtime import metrics
     from stream.runtime.app import create_app
     from stream.runtime.kafka import ensure_topics
 
-    settings = Settings()
-    broker = _require_broker(args, settings)
     asyncio.run(ensure_topics(broker, settings))
     port = metrics.serve(_metrics_port(args, settings))
     print(f"worker {os.getpid()}: broker {broker}, metrics on :{port}", file=sys.stderr, flush=True)
     app = create_app(settings, broker, worker_name=f"worker-{os.getpid()}", loglevel=args.loglevel)
     Worker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
     return 0
+
+
+def _supervise_worker(args: argparse.Namespace, settings: Settings, broker: str) -> int:
+    """Run the Faust worker as a child that is restarted on a broker reset or exit (stream/runtime/supervisor.py)."""
+    from stream.runtime.embedded_broker import free_port
+    from stream.runtime.supervisor import Supervisor
+
+    # One port for every child, so /metrics stays where it was announced.
+    port = _metrics_port(args, settings) or free_port("0.0.0.0")
+    argv = [sys.executable, "-m", "stream.cli", *(["-v"] if args.verbose else []), "worker", "--child",
+            "--broker", broker, "--metrics-port", str(port), "--loglevel", args.loglevel]
+    print(f"worker supervisor {os.getpid()}: metrics on :{port}", file=sys.stderr, flush=True)
+    return Supervisor(argv, broker, settings).run()
 
 
 def cmd_score(args: argparse.Namespace) -> int:

@@ -23,9 +23,11 @@ import hashlib
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from aiokafka.errors import KafkaError
 
 import schemas
 from stream import kinds
@@ -34,7 +36,7 @@ from stream.features import detect as features
 from stream.ingest import storage
 from stream.ingest.sources import Candidate, Source
 from stream.runtime.deadletters import rejected_record
-from stream.runtime.metrics import FILES_DISCOVERED, FILES_PUBLISHED, LAST_INPUT
+from stream.runtime.metrics import FILES_DISCOVERED, FILES_PUBLISHED, FILES_REPUBLISHED, LAST_INPUT
 from stream.settings import TOPICS
 
 log = logging.getLogger(__name__)
@@ -46,16 +48,29 @@ HEX_PREFIX_BYTES = 16
 
 
 class Ledger:
-    """What a watcher has already published, so a restart publishes nothing twice."""
+    """What a watcher has published, and which of it has an outcome yet.
+
+    ``published``: every identity ever acknowledged by the broker (a restart publishes nothing twice).
+    ``pending``: the message of each published file without an outcome yet, kept to publish it again
+    when the broker lost it. ``resolved``: files whose prediction or dead letter has been seen.
+    ``follow``: how far the results follower read; ``meta``: the cluster id those offsets belong to.
+    """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS seen (uri TEXT PRIMARY KEY, version TEXT NOT NULL)")
-        self.db.execute(
-            "CREATE TABLE IF NOT EXISTS published (identity TEXT PRIMARY KEY, uri TEXT, outcome TEXT, at_ms INTEGER)"
-        )
+        self.db.executescript("""
+            CREATE TABLE IF NOT EXISTS seen (uri TEXT PRIMARY KEY, version TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS published (identity TEXT PRIMARY KEY, uri TEXT, outcome TEXT, at_ms INTEGER);
+            CREATE TABLE IF NOT EXISTS pending (identity TEXT PRIMARY KEY, topic TEXT NOT NULL, key BLOB NOT NULL,
+                value BLOB NOT NULL, sent_at_ms INTEGER NOT NULL, due INTEGER NOT NULL DEFAULT 0,
+                fallback_used INTEGER NOT NULL DEFAULT 0);
+            CREATE TABLE IF NOT EXISTS resolved (identity TEXT PRIMARY KEY, at_ms INTEGER);
+            CREATE TABLE IF NOT EXISTS follow (topic TEXT, partition INTEGER, next_offset INTEGER,
+                PRIMARY KEY (topic, partition));
+            CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+        """)
         self.db.commit()
 
     def unchanged(self, c: Candidate) -> bool:
@@ -68,11 +83,67 @@ class Ledger:
     def mark_seen(self, c: Candidate) -> None:
         self.db.execute("INSERT OR REPLACE INTO seen VALUES (?, ?)", (c.uri, c.version))
 
-    def record(self, identity: str, c: Candidate, outcome: str) -> None:
-        self.db.execute(
-            "INSERT OR IGNORE INTO published VALUES (?, ?, ?, ?)", (identity, c.uri, outcome, int(time.time() * 1000))
-        )
+    def record(self, identity: str, c: Candidate, outcome: str,
+               message: tuple[str, bytes, bytes] | None = None) -> None:
+        """``identity`` is acknowledged by the broker; ``message`` (topic, key, value) is kept until its
+        outcome is seen, unless that outcome has been seen already (a replay of a resolved file)."""
+        now = int(time.time() * 1000)
+        self.db.execute("INSERT OR IGNORE INTO published VALUES (?, ?, ?, ?)", (identity, c.uri, outcome, now))
+        if message is not None and not self.is_resolved(identity):
+            self.db.execute("INSERT OR REPLACE INTO pending (identity, topic, key, value, sent_at_ms) "
+                            "VALUES (?, ?, ?, ?, ?)", (identity, *message, now))
         self.mark_seen(c)
+
+    def is_resolved(self, identity: str) -> bool:
+        return self.db.execute("SELECT 1 FROM resolved WHERE identity = ?", (identity,)).fetchone() is not None
+
+    def resolve(self, identities: Iterable[str]) -> int:
+        """Mark the files with these identities (message keys) resolved; how many were pending. An outcome
+        may arrive before the watcher has written its ack down, so every key seen is kept."""
+        now = int(time.time() * 1000)
+        done = 0
+        for identity in set(identities):
+            done += self.db.execute("DELETE FROM pending WHERE identity = ?", (identity,)).rowcount
+            self.db.execute("INSERT OR IGNORE INTO resolved VALUES (?, ?)", (identity, now))
+        return done
+
+    def unresolved(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM pending").fetchone()[0]
+
+    def mark_all_due(self) -> int:
+        """The broker lost its state: every unresolved file must be published again."""
+        return self.db.execute("UPDATE pending SET due = 1").rowcount
+
+    def due(self, fallback_before_ms: int | None = None) -> list[tuple[str, str, bytes, bytes, bool]]:
+        """(identity, topic, key, value, by_fallback) of the messages to publish again: those marked due,
+        and, with ``fallback_before_ms``, those unresolved since before it and not yet retried that way."""
+        rows = self.db.execute("SELECT identity, topic, key, value, 0 FROM pending WHERE due = 1").fetchall()
+        if fallback_before_ms is not None:
+            rows += self.db.execute(
+                "SELECT identity, topic, key, value, 1 FROM pending WHERE due = 0 AND fallback_used = 0 "
+                "AND sent_at_ms < ?", (fallback_before_ms,)).fetchall()
+        return [(i, t, k, v, bool(f)) for i, t, k, v, f in rows]
+
+    def republished(self, identity: str, by_fallback: bool) -> None:
+        self.db.execute("UPDATE pending SET due = 0, sent_at_ms = ?, fallback_used = fallback_used + ? "
+                        "WHERE identity = ?", (int(time.time() * 1000), int(by_fallback), identity))
+
+    def follow_offsets(self) -> dict[tuple[str, int], int]:
+        return {(t, p): o for t, p, o in self.db.execute("SELECT topic, partition, next_offset FROM follow")}
+
+    def save_follow_offsets(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        self.db.executemany("INSERT OR REPLACE INTO follow VALUES (?, ?, ?)",
+                            [(t, p, o) for (t, p), o in offsets.items()])
+
+    def forget_follow_offsets(self) -> None:
+        self.db.execute("DELETE FROM follow")
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     def commit(self) -> None:
         self.db.commit()
@@ -96,8 +167,9 @@ class Watcher:
     """Publishes a FileEvent (or a dead letter) for every new file of ``source``; see the module doc."""
 
     def __init__(self, source: Source, send: Send, ledger: Ledger, batch: int = 500,
-                 max_bytes: Mapping[str, int] | None = None) -> None:
+                 max_bytes: Mapping[str, int] | None = None, republish_after: float = 0.0) -> None:
         self.source = source
+        self.republish_after = republish_after
         self.send = send
         self.ledger = ledger
         self.batch = batch
@@ -120,9 +192,18 @@ class Watcher:
         return None
 
     async def poll(self) -> PollResult:
-        """One pass over the source: publish what is new, in batches acknowledged by the broker."""
+        """One pass: publish again what the broker lost, then what is new, in batches acknowledged by the
+        broker. A broker error (down, restarting) ends the pass after writing down what was acknowledged."""
         result = PollResult()
-        pending: list[tuple[Awaitable[object], str, Candidate, str]] = []
+        pending: list[tuple[Awaitable[object], str, Candidate, str, tuple[str, bytes, bytes]]] = []
+        try:
+            await self.republish_due()
+            await self._publish_new(pending, result)
+        finally:
+            await self._settle(pending, result)
+        return result
+
+    async def _publish_new(self, pending: list, result: PollResult) -> None:
         this_pass: set[str] = set()
         # Listing an S3 prefix takes network round trips: keep them off the event loop.
         candidates = await asyncio.to_thread(lambda: list(self.source.scan()))
@@ -135,8 +216,8 @@ class Watcher:
                 # Nothing of the file is read: the dead letter names it and says why.
                 identity = hashlib.sha256(f"{c.uri}\n{c.version}".encode()).hexdigest()
                 record = rejected_record("watch", refusal, uri=c.uri)
-                ack = await self.send(TOPICS["rejected"], identity.encode(), schemas.encode("Rejected", record))
-                pending.append((ack, identity, c, "rejected"))
+                await self._send(pending, identity, c, "rejected",
+                                 (TOPICS["rejected"], identity.encode(), schemas.encode("Rejected", record)))
                 continue
             try:
                 file_id, head = await asyncio.to_thread(self._identify, c)
@@ -146,8 +227,8 @@ class Watcher:
             except Rejected as exc:
                 # The file vanished or cannot be read: say so once, do not record it (it may come back).
                 record = rejected_record("watch", exc, uri=c.uri)
-                self.ledger.mark_seen(c)  # retried when the file changes, not on every poll
                 await self.send(TOPICS["rejected"], c.uri.encode(), schemas.encode("Rejected", record))
+                self.ledger.mark_seen(c)  # retried when the file changes, not on every poll
                 result.rejected += 1
                 continue
             if file_id in this_pass or self.ledger.has(file_id):
@@ -165,27 +246,55 @@ class Watcher:
                     "file_id": file_id, "uri": c.uri, "kind": kind, "size_bytes": c.size,
                     "source": self.source.name, "etag": c.etag, "detected_at_ms": int(time.time() * 1000),
                 }
-                ack = await self.send(TOPICS["files"], file_id.encode(), schemas.encode("FileEvent", event))
-                pending.append((ack, file_id, c, kind))
+                message = (TOPICS["files"], file_id.encode(), schemas.encode("FileEvent", event))
+                await self._send(pending, file_id, c, kind, message)
             except Rejected as exc:
                 prefix = head[:HEX_PREFIX_BYTES].hex()
                 exc = Rejected(exc.reason, f"{exc} (first bytes: {prefix})")
                 record = rejected_record("watch", exc, uri=c.uri, file_id=file_id)
-                ack = await self.send(TOPICS["rejected"], file_id.encode(), schemas.encode("Rejected", record))
-                pending.append((ack, file_id, c, "rejected"))
+                await self._send(pending, file_id, c, "rejected",
+                                 (TOPICS["rejected"], file_id.encode(), schemas.encode("Rejected", record)))
             if len(pending) >= self.batch:
                 await self._settle(pending, result)
-        await self._settle(pending, result)
-        return result
+
+    async def _send(self, pending: list, identity: str, c: Candidate, outcome: str,
+                    message: tuple[str, bytes, bytes]) -> None:
+        ack = await self.send(*message)
+        pending.append((ack, identity, c, outcome, message))
+
+    async def republish_due(self) -> int:
+        """Publish again the unresolved files the broker lost (marked due by the results follower) and,
+        after ``republish_after`` seconds without an outcome, once more any other; how many."""
+        before = None
+        if self.republish_after > 0:
+            before = int((time.time() - self.republish_after) * 1000)
+        rows = self.ledger.due(before)
+        if not rows:
+            return 0
+        log.warning("publishing %d unresolved files again", len(rows))
+        for start in range(0, len(rows), self.batch):
+            chunk = rows[start:start + self.batch]
+            acks = [await self.send(topic, key, value) for _identity, topic, key, value, _fb in chunk]
+            await asyncio.gather(*acks)
+            for identity, _topic, _key, _value, by_fallback in chunk:
+                self.ledger.republished(identity, by_fallback)
+            self.ledger.commit()
+        FILES_REPUBLISHED.labels(source=self.source.name).inc(len(rows))
+        return len(rows)
 
     async def _settle(self, pending: list, result: PollResult) -> None:
-        """Wait for the broker's acks, then write the ledger: nothing is marked done before it is safe."""
+        """Wait for the broker's acks, then write the ledger: nothing is marked done before it is safe.
+        Messages the broker did not acknowledge are left out, so the next pass sends them again."""
         if not pending:
             return
-        await asyncio.gather(*(ack for ack, *_ in pending))
+        acks = await asyncio.gather(*(ack for ack, *_ in pending), return_exceptions=True)
         now = time.time()
-        for _ack, file_id, c, outcome in pending:
-            self.ledger.record(file_id, c, outcome)
+        failed: BaseException | None = None
+        for ack, (_ack, file_id, c, outcome, message) in zip(acks, pending, strict=True):
+            if isinstance(ack, BaseException):
+                failed = ack
+                continue
+            self.ledger.record(file_id, c, outcome, message)
             if outcome == "rejected":
                 result.rejected += 1
             else:
@@ -194,15 +303,27 @@ class Watcher:
                 LAST_INPUT.labels(source=self.source.name).set(now)
         self.ledger.commit()
         pending.clear()
+        if failed is not None:
+            raise failed
 
     async def run(
-        self, interval: float, stop: asyncio.Event, on_poll: Callable[[PollResult], None] | None = None
+        self, interval: float, stop: asyncio.Event, on_poll: Callable[[PollResult], None] | None = None,
+        max_backoff: float = 30.0,
     ) -> None:
+        """Poll every ``interval`` seconds until ``stop``; a broker outage of any length only delays it
+        (backing off up to ``max_backoff`` seconds), it never ends it."""
+        backoff = interval
         while not stop.is_set():
-            res = await self.poll()
-            if on_poll:
-                on_poll(res)
+            wait = interval
             try:
-                await asyncio.wait_for(stop.wait(), timeout=interval)
+                res = await self.poll()
+                backoff = interval
+                if on_poll:
+                    on_poll(res)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                log.warning("broker unavailable (%s: %s); retrying in %.0f s", type(exc).__name__, exc, backoff)
+                wait, backoff = backoff, min(max_backoff, backoff * 2)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=wait)
             except TimeoutError:
                 pass

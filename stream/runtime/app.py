@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
+from collections.abc import Awaitable
 from typing import Any
 
 import faust
@@ -32,15 +34,48 @@ from stream.settings import TOPICS, Settings
 
 log = logging.getLogger(__name__)
 
+FLUSH_ATTEMPTS = 6  # about 25 s of retries
+EXIT_UNDELIVERABLE = 75  # EX_TEMPFAIL
+
 
 class TopicSink:
-    """The publish sink of a Faust app: sends to its topics by name."""
+    """The publish sink of one Faust agent: sends to its topics by name.
 
-    def __init__(self, topics: dict[str, faust.TopicT]) -> None:
+    Faust's send returns before the broker has the message, and a failed delivery is only logged; an
+    agent calls ``flush`` at the end of each batch, so a batch counts as done (and its offsets are
+    committed) only once every outcome of it is on the broker.
+    """
+
+    def __init__(self, topics: dict[str, faust.TopicT], max_backoff: float = 10.0) -> None:
         self.topics = topics
+        self.max_backoff = max_backoff
+        self._in_flight: list[tuple[str, bytes, bytes, Awaitable[Any]]] = []
 
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
-        await self.topics[topic].send(key=key, value=value)
+        delivered = await self.topics[topic].send(key=key, value=value)
+        self._in_flight.append((topic, key, value, delivered))
+
+    async def flush(self) -> None:
+        """Wait for the broker to have every message sent so far; send again, with a growing pause,
+        whatever it refused (a broker restarting). A worker that still cannot deliver after
+        ``FLUSH_ATTEMPTS`` exits, its batch uncommitted: `skystream worker` starts a new one, which
+        replays the batch (a Faust agent that raised would skip it)."""
+        backoff = 0.5
+        for _attempt in range(FLUSH_ATTEMPTS):
+            batch, self._in_flight = self._in_flight, []
+            results = await asyncio.gather(*(delivered for *_, delivered in batch), return_exceptions=True)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if not errors:
+                return
+            log.warning("%d messages not delivered (%s); sending them again in %.1f s", len(errors), errors[0], backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(self.max_backoff, backoff * 2)
+            for (topic, key, value, _), result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):
+                    await self.send(topic, key, value)
+        log.critical("outcomes still not delivered after %d attempts: exiting, nothing committed", FLUSH_ATTEMPTS)
+        logging.shutdown()
+        os._exit(EXIT_UNDELIVERABLE)
 
 
 def create_app(settings: Settings, broker: str, worker_name: str = "worker", loglevel: str = "warning") -> faust.App:
@@ -68,7 +103,6 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
         producer_linger_ms=2,
     )
     topics = {name: app.topic(name, key_type=bytes, value_type=bytes, internal=False) for name in TOPICS.values()}
-    sink = TopicSink(topics)
     settings_with_broker = dataclasses.replace(settings, broker=broker)
     scorer = scorer_for(settings_with_broker)
     pool = worker.PreprocessPool(settings)
@@ -80,18 +114,22 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
     # has finished it, i.e. after every event in it has its outcome sent (at-least-once).
     @app.agent(topics[TOPICS["files"]], name="preprocess")
     async def preprocess(stream: faust.Stream) -> None:
+        sink = TopicSink(topics)
         async for events in stream.take_events(worker.PREPROCESS_BATCH, within=worker.PREPROCESS_WITHIN_SECONDS):
             # Storage unreachable: pause on this batch (uncommitted) instead of dead-lettering it.
             await worker.until_available(
                 "preprocess", lambda raws=[event.value for event in events]: worker.preprocess_events(
                     raws, sink, pool.extract))
+            await sink.flush()
 
     def score_agent(kind: kinds.Kind) -> None:
         async def score(stream: faust.Stream) -> None:
+            sink = TopicSink(topics)
             async for events in stream.take_events(worker.SCORE_BATCH, within=worker.SCORE_WITHIN_SECONDS):
                 batch = [event.value for event in events]
                 # No model yet or registry unreachable: pause on this batch until one can serve.
                 await worker.until_available("score", lambda b=batch: score_and_publish(scorer, kind, b, sink))
+                await sink.flush()
 
         app.agent(topics[kind.features_topic], name=f"score-{kind.name}")(score)
 
@@ -104,9 +142,16 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
 
         @app.agent(topics[TOPICS["alerts"]], name="filter-alerts")
         async def filter_alerts(stream: faust.Stream) -> None:
+            sink = TopicSink(topics)
+
+            async def send(topic: str, key: bytes, value: bytes) -> None:
+                if topic not in topics:  # a filter topic (skystream.alerts.<filter>)
+                    topics[topic] = app.topic(topic, key_type=bytes, value_type=bytes, internal=False)
+                await sink.send(topic, key, value)
+
             async for events in stream.take_events(worker.SCORE_BATCH, within=worker.SCORE_WITHIN_SECONDS):
-                await router.route([(e.key, e.value) for e in events],
-                                   lambda topic, key, value: app.send(topic, key=key, value=value))
+                await router.route([(e.key, e.value) for e in events], send)
+                await sink.flush()
 
         @app.timer(interval=FILTER_POLL_SECONDS, on_leader=False)
         async def reload_filters() -> None:

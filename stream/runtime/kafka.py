@@ -1,4 +1,4 @@
-"""Kafka client helpers: bootstrap addresses, TLS/SASL settings, topic creation, replay ends."""
+"""Kafka client helpers: bootstrap addresses, TLS/SASL settings, topic creation, cluster identity, replay ends."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -91,6 +92,55 @@ async def ensure_topics(bootstrap: str, settings: Settings, timeout: float = 30.
                 await admin.create_topics([t])
     finally:
         await admin.close()
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """What identifies the state a broker holds: its cluster id, and which SkyStream topics it has."""
+
+    cluster_id: str | None
+    missing_topics: frozenset[str]
+
+
+async def cluster_state(bootstrap: str, settings: Settings, timeout: float = 5.0) -> ClusterState | None:
+    """The cluster's id and missing SkyStream topics, or None when it cannot be reached within ``timeout``.
+
+    A cluster that lost its storage comes back under a new cluster id (a real Kafka whose data
+    directory was wiped; the embedded broker on every start) or without its topics."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(bootstrap), request_timeout_ms=int(timeout * 1000),
+                                **client_kwargs(settings))
+    try:
+        async with asyncio.timeout(timeout):
+            await admin.start()
+            described = await admin.describe_cluster()
+            topics = set(await admin.list_topics())
+    except Exception as exc:  # unreachable, or answering errors while it starts
+        log.debug("broker %s not reachable: %s", bootstrap, exc)
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+    return ClusterState(described.get("cluster_id"), frozenset(set(TOPICS.values()) - topics))
+
+
+async def ensure_topics_forever(bootstrap: str, settings: Settings, stop: asyncio.Event | None = None,
+                                max_backoff: float = 30.0) -> bool:
+    """``ensure_topics`` until it succeeds (backing off up to ``max_backoff`` s) or ``stop`` is set;
+    whether it succeeded. For long-running processes, which wait out a broker outage of any length."""
+    backoff = 1.0
+    while stop is None or not stop.is_set():
+        try:
+            await ensure_topics(bootstrap, settings, timeout=10.0)
+            return True
+        except Exception as exc:
+            log.warning("cannot create topics on %s yet (%s); retrying in %.0f s", bootstrap, exc, backoff)
+        if stop is None:
+            await asyncio.sleep(backoff)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+        backoff = min(max_backoff, backoff * 2)
+    return False
 
 
 async def read_to_end(consumer: Any, parts: list[Any]) -> bool:

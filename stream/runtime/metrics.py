@@ -12,6 +12,11 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 FILES_DISCOVERED = Counter("skystream_files_discovered", "Complete files a watcher found", ["source"])
 FILES_PUBLISHED = Counter("skystream_files_published", "File events published", ["source", "kind"])
+FILES_REPUBLISHED = Counter("skystream_files_republished", "File events published again (broker lost them, "
+                            "or no outcome for too long)", ["source"])
+FILES_UNRESOLVED = Gauge("skystream_files_unresolved", "Published files with no prediction or dead letter seen yet",
+                         ["source"])
+BROKER_RESETS = Counter("skystream_broker_resets", "Times the broker came back without its state", ["process"])
 MESSAGES_PROCESSED = Counter(
     "skystream_messages_processed", "Messages an agent finished, by outcome", ["agent", "outcome"]
 )

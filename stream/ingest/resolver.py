@@ -1,0 +1,142 @@
+"""The watcher's results follower: a file is done only once its prediction or dead letter has been seen.
+
+It reads the predictions and dead-letter topics (every message is keyed by its file_id, a watcher's
+own dead letters by the identity it recorded) and marks those files resolved in the watcher's ledger.
+It also notices a broker that came back without its state, which a memory-only broker (the embedded
+tansu) always does and a real Kafka does when its storage is lost:
+
+- a new cluster id (the ledger keeps the one its offsets belong to),
+- SkyStream topics missing,
+- a partition whose end (the high watermark of a fetch) is below the offset already read.
+
+Then it re-creates the topics and marks every unresolved file due: the watcher's next pass publishes
+them again (stream/ingest/watcher.py ``Watcher.republish_due``). A repeat is harmless: the same file
+and model version always give the same prediction_id and content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from stream.ingest.watcher import Ledger
+from stream.runtime.kafka import bootstrap_servers, client_kwargs, cluster_state, ensure_topics_forever
+from stream.runtime.metrics import BROKER_RESETS, FILES_UNRESOLVED
+from stream.settings import TOPICS, Settings
+
+__all__ = ["ResultFollower", "OUTCOME_TOPICS"]
+
+log = logging.getLogger(__name__)
+
+OUTCOME_TOPICS = (TOPICS["predictions"], TOPICS["rejected"])
+
+
+class _BrokerReset(Exception):
+    """The broker lost its state (the reason is the message)."""
+
+
+class ResultFollower:
+    """Marks files resolved as their outcomes appear; marks every unresolved file due after a broker reset."""
+
+    def __init__(self, ledger: Ledger, broker: str, settings: Settings, source_name: str,
+                 check_interval: float = 2.0, max_backoff: float = 30.0) -> None:
+        self.ledger = ledger
+        self.broker = broker
+        self.settings = settings
+        self.source_name = source_name
+        self.check_interval = check_interval
+        self.max_backoff = max_backoff
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Follow until ``stop``; an outage of any length or a broker reset only restarts the reading."""
+        backoff = 1.0
+        while not stop.is_set():
+            try:
+                await self._follow(stop)
+                backoff = 1.0
+                continue
+            except _BrokerReset as reset:
+                await self._on_reset(str(reset), stop)
+                continue
+            except (KafkaError, OSError, TimeoutError) as exc:
+                log.warning("results follower: broker unavailable (%s: %s); retrying in %.0f s",
+                            type(exc).__name__, exc, backoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+            backoff = min(self.max_backoff, backoff * 2)
+
+    async def check_cluster(self) -> None:
+        """Raise _BrokerReset when the broker is not the one the ledger's offsets belong to (and keep
+        the cluster id the first time); nothing when it cannot be reached (nothing to conclude)."""
+        state = await cluster_state(self.broker, self.settings)
+        if state is None:
+            return
+        known = self.ledger.get_meta("cluster_id")
+        if state.cluster_id and known and state.cluster_id != known:
+            raise _BrokerReset(f"cluster id changed from {known} to {state.cluster_id}")
+        if state.missing_topics:
+            raise _BrokerReset(f"topics missing: {', '.join(sorted(state.missing_topics))}")
+        if state.cluster_id and not known:
+            self.ledger.set_meta("cluster_id", state.cluster_id)
+            self.ledger.commit()
+
+    async def _on_reset(self, why: str, stop: asyncio.Event) -> None:
+        log.warning("the broker lost its state (%s): re-creating topics, publishing unresolved files again", why)
+        BROKER_RESETS.labels(process="watcher").inc()
+        if not await ensure_topics_forever(self.broker, self.settings, stop):
+            return
+        state = await cluster_state(self.broker, self.settings)
+        due = self.ledger.mark_all_due()
+        self.ledger.forget_follow_offsets()
+        if state is not None and state.cluster_id:
+            self.ledger.set_meta("cluster_id", state.cluster_id)
+        self.ledger.commit()
+        log.warning("%d unresolved files will be published again", due)
+
+    async def _follow(self, stop: asyncio.Event) -> None:
+        await self.check_cluster()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers(self.broker), group_id=None, enable_auto_commit=False,
+            auto_offset_reset="earliest", **client_kwargs(self.settings),
+        )
+        await consumer.start()
+        try:
+            await consumer.topics()  # metadata, for the partitions
+            parts = [TopicPartition(t, p) for t in OUTCOME_TOPICS
+                     for p in sorted(consumer.partitions_for_topic(t) or ())]
+            if len(parts) < len(OUTCOME_TOPICS):
+                raise _BrokerReset("outcome topics have no partitions")
+            consumer.assign(parts)
+            read = self.ledger.follow_offsets()
+            for tp in parts:
+                if (tp.topic, tp.partition) in read:
+                    consumer.seek(tp, read[(tp.topic, tp.partition)])
+                else:
+                    await consumer.seek_to_beginning(tp)
+            checked = time.monotonic()
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+                keys = [m.key.decode() for msgs in batches.values() for m in msgs if m.key]
+                for tp, msgs in batches.items():
+                    if msgs:
+                        read[(tp.topic, tp.partition)] = msgs[-1].offset + 1
+                for tp in parts:
+                    mark = consumer.highwater(tp)  # from fetches: right where ListOffsets may be stale
+                    if mark is not None and mark < read.get((tp.topic, tp.partition), 0):
+                        raise _BrokerReset(f"{tp.topic}[{tp.partition}] ends at {mark}, below the offset read")
+                if batches:
+                    self.ledger.resolve(keys)
+                    self.ledger.save_follow_offsets(read)
+                    self.ledger.commit()
+                FILES_UNRESOLVED.labels(source=self.source_name).set(self.ledger.unresolved())
+                if time.monotonic() - checked > self.check_interval:
+                    await self.check_cluster()
+                    checked = time.monotonic()
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
