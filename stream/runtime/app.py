@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import sys
 from collections.abc import Awaitable
 from typing import Any
 
@@ -31,6 +32,8 @@ from stream.runtime.kafka import faust_broker_url
 from stream.scoring.publish import score_and_publish
 from stream.scoring.scorer import scorer_for
 from stream.settings import TOPICS, Settings
+
+__all__ = ["TopicSink", "create_app", "run_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +192,20 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
 
     app.scorer = scorer  # type: ignore[attr-defined]
     return app
+
+
+def run_worker(settings: Settings, broker: str, metrics_port: int = 0, loglevel: str = "warning") -> None:
+    """Run one Faust worker in this process until it stops (`skystream worker --child`)."""
+    from faust.worker import Worker
+
+    from stream.runtime import metrics
+    from stream.runtime.kafka import ensure_topics
+
+    asyncio.run(ensure_topics(broker, settings))
+    port = metrics.serve(metrics_port)
+    print(f"worker {os.getpid()}: broker {broker}, metrics on :{port}", file=sys.stderr, flush=True)
+    app = create_app(settings, broker, worker_name=f"worker-{os.getpid()}", loglevel=loglevel)
+    Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 
 def _credentials(settings: Settings) -> Any:

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from stream.runtime.kafka import ClusterState, cluster_state, ensure_topics_forever
 from stream.settings import Settings
 
-__all__ = ["Supervisor"]
+__all__ = ["Supervisor", "supervise_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -137,3 +137,20 @@ class Supervisor:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+
+
+def supervise_worker(settings: Settings, broker: str, metrics_port: int = 0, loglevel: str = "warning",
+                     verbose: bool = False) -> int:
+    """Run `skystream worker --child` under a Supervisor until SIGINT/SIGTERM; returns the exit code."""
+    import os
+    import sys
+
+    from stream.runtime.embedded_broker import free_port
+
+    # One port for every child, so /metrics stays where it was announced.
+    port = metrics_port or free_port("0.0.0.0")
+    argv = [sys.executable, "-m", "stream.cli", *(["-v"] if verbose else []), "worker", "--child",
+            "--broker", broker, "--metrics-port", str(port), "--loglevel", loglevel]
+    print(f"worker supervisor {os.getpid()}: metrics on :{port}", file=sys.stderr, flush=True)
+    return Supervisor(argv, broker, settings).run()
+
