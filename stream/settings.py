@@ -13,6 +13,8 @@ from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+__all__ = ["CHECKOUT", "Settings", "TOPICS", "child_environment", "environment_help", "shared_data", "variables"]
+
 # Topic names are part of the deployment contract with subscribers; keep them in one place.
 TOPICS = {
     "files": "skystream.files",

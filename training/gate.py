@@ -40,6 +40,20 @@ from typing import Any
 
 import numpy as np
 
+__all__ = [
+    "EvalSet",
+    "GateDecision",
+    "argmax_metrics",
+    "compare",
+    "evaluate_onnx",
+    "gate",
+    "gate_and_publish",
+    "gate_metadata",
+    "holdout_mask",
+    "make_eval_set",
+    "publish_gated",
+]
+
 DEFAULT_SALT = "skystream-gate-v1"
 DEFAULT_FRACTION = 0.2
 RULE = "accept iff improvement >= -tolerance, improvement = candidate - champion (champion - candidate " \

@@ -16,6 +16,16 @@ import numpy as np
 
 from stream.models.registry import LocalRegistry, open_registry
 
+__all__ = [
+    "code_version",
+    "compare_onnx_keras",
+    "configure_tensorflow",
+    "export_onnx",
+    "library_versions",
+    "onnx_io",
+    "publish",
+]
+
 OPSET = 17
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

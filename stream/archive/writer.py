@@ -32,6 +32,8 @@ from stream.archive.store import BY_TOPIC, RECORD_TYPES, archive_uri, file_schem
 from stream.runtime.kafka import bootstrap_servers, client_kwargs, read_to_end
 from stream.settings import Settings
 
+__all__ = ["ArchiveStats", "Archiver", "day_of", "group_id", "to_row", "write_batch"]
+
 log = logging.getLogger(__name__)
 
 

@@ -15,6 +15,8 @@ from typing import Any
 import schemas
 from stream.settings import TOPICS, Settings
 
+__all__ = ["adhoc_filter", "cmd_alerts", "register"]
+
 # Columns of --format table; csv and json carry every field (figures as their saved path or URI).
 _TABLE = ("alerted_at", "kind", "object", "reason", "score", "summary")
 _SUMMARY_WIDTH = 70

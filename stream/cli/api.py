@@ -7,6 +7,8 @@ import dataclasses
 
 from stream.settings import Settings
 
+__all__ = ["cmd_api", "register"]
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(

@@ -16,6 +16,8 @@ from typing import Any
 
 from stream.settings import Settings
 
+__all__ = ["cmd_archive", "cmd_history", "register"]
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from stream.ops.dashboard_png import PrometheusError, parse_duration, render
 
+__all__ = ["cmd_dashboard_png", "register"]
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `dashboard-png` to the skystream command."""

@@ -9,6 +9,8 @@ from importlib.metadata import entry_points
 
 from stream.settings import environment_help
 
+__all__ = ["build_parser", "main"]
+
 log = logging.getLogger("skystream")
 
 EPILOG = environment_help() + """

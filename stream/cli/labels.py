@@ -20,6 +20,8 @@ from stream.ingest.labels import (
 )
 from stream.settings import TOPICS, Settings
 
+__all__ = ["cmd_dump", "cmd_publish", "register"]
+
 
 # -- commands ------------------------------------------------------------------------------------------
 def register(subparsers: argparse._SubParsersAction) -> None:

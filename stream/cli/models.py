@@ -16,6 +16,8 @@ from stream.models.announce import announce, change_champion, model_update
 from stream.ops.tables import flat_metrics, key_metrics, table
 from stream.settings import Settings
 
+__all__ = ["cmd_list", "cmd_promote", "cmd_rollback", "cmd_show", "register"]
+
 log = logging.getLogger(__name__)
 
 

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from stream.ops.tables import table
 from stream.settings import Settings
 
+__all__ = ["cmd_list", "cmd_replay", "register"]
+
 
 def _since(text: str) -> float:
     """Unix seconds, an ISO-8601 time (UTC unless it says otherwise), or an age such as 30m, 2h, 1d."""

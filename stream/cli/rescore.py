@@ -12,6 +12,8 @@ import time
 from stream import kinds
 from stream.settings import Settings
 
+__all__ = ["cmd_rescore", "register"]
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(

@@ -9,6 +9,8 @@ import time
 
 from stream.ops.status import Sample, query_prometheus, render, scrape, summarise
 
+__all__ = ["cmd_status", "register"]
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `status` to the skystream command."""

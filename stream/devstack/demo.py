@@ -22,6 +22,8 @@ from stream.ingest.watcher import Ledger, Watcher, ledger_path
 from stream.runtime.kafka import bootstrap_servers, client_kwargs
 from stream.settings import Settings
 
+__all__ = ["run_demo"]
+
 ROW = "{:<14} {:<10} {:<6} {:>5}  {:<5} {:<16} {:>9}"
 
 

@@ -26,6 +26,8 @@ from stream.runtime.embedded_broker import EmbeddedBroker, free_port
 from stream.runtime.kafka import bootstrap_servers, ensure_topics
 from stream.settings import TOPICS, Settings, child_environment
 
+__all__ = ["Collected", "LocalStack", "collect"]
+
 
 class LocalStack:
     """An embedded broker (unless ``broker`` is given) plus worker and archiver subprocesses.

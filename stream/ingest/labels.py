@@ -49,6 +49,21 @@ from typing import Any, TextIO
 import schemas
 from stream.settings import TOPICS, Settings
 
+__all__ = [
+    "LabelInputError",
+    "SMASS_TASK",
+    "TESS_TASK",
+    "asteroid_object",
+    "bus_labels",
+    "label_key",
+    "latest_labels",
+    "parse_bus_lines",
+    "publish_labels",
+    "read_labels",
+    "toi_labels",
+    "write_jsonl",
+]
+
 TESS_TASK = "tess"
 SMASS_TASK = "smass"
 

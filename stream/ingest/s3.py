@@ -51,6 +51,29 @@ from stream.errors import Rejected
 from stream.ingest.sources import Candidate
 from stream.settings import Settings
 
+__all__ = [
+    "DEFAULT_REGION",
+    "RedactingFilter",
+    "S3Conflict",
+    "S3Error",
+    "S3Source",
+    "S3Unavailable",
+    "client",
+    "credentials_available",
+    "error_code",
+    "is_s3",
+    "iter_pages",
+    "parse_uri",
+    "put_bytes",
+    "read_bytes",
+    "read_head",
+    "read_with_etag",
+    "redact",
+    "reset_clients",
+    "translate",
+    "with_retries",
+]
+
 log = logging.getLogger(__name__)
 
 # Variable names, for messages and tests (their values are read by Settings).

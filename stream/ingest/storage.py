@@ -16,6 +16,8 @@ from typing import BinaryIO
 
 from stream.errors import Rejected
 
+__all__ = ["local_path", "read_bytes", "read_head", "sha256_hex"]
+
 
 def local_path(uri: str) -> Path:
     return Path(uri.removeprefix("file://"))

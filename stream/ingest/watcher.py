@@ -39,6 +39,8 @@ from stream.runtime.deadletters import rejected_record
 from stream.runtime.metrics import FILES_DISCOVERED, FILES_PUBLISHED, FILES_REPUBLISHED, LAST_INPUT
 from stream.settings import TOPICS
 
+__all__ = ["Ledger", "PollResult", "Watcher", "ledger_path"]
+
 log = logging.getLogger(__name__)
 
 # (topic, key, value) -> an awaitable that completes when the broker has the message

@@ -29,6 +29,17 @@ from stream.errors import Rejected
 from stream.models import signing
 from stream.settings import Settings
 
+__all__ = [
+    "BUNDLED",
+    "LocalRegistry",
+    "ModelVersion",
+    "Registry",
+    "RegistryError",
+    "S3Registry",
+    "open_registry",
+    "sha256_hex",
+]
+
 BUNDLED = Path(__file__).parents[1] / "bundled" / "registry"
 log = logging.getLogger(__name__)
 

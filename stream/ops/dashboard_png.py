@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+__all__ = ["Panel", "PrometheusError", "Query", "expand", "parse_duration", "render"]
+
 PSI_MODERATE, PSI_SIGNIFICANT = 0.1, 0.25  # the dashboards' PSI thresholds
 POINTS = 300  # samples per series: enough for a panel a few hundred pixels wide
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+__all__ = ["Sample", "query_prometheus", "render", "scrape", "summarise"]
+
 Sample = tuple[str, dict[str, str], float]
 
 

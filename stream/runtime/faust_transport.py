@@ -16,6 +16,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from stream.settings import Settings
 
+__all__ = ["SCHEME", "Transport"]
+
 SCHEME = "skystream-kafka"
 
 

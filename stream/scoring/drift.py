@@ -24,6 +24,8 @@ import numpy as np
 from stream import kinds
 from stream.runtime.metrics import DRIFT_DETECTED, DRIFT_PSI
 
+__all__ = ["DriftMonitor", "PREDICTED_CLASS", "build_reference", "lightcurve_summary", "psi", "spectrum_summary"]
+
 DEFAULT_WINDOW = 500
 DEFAULT_THRESHOLD = 0.25
 _EPS = 1e-4  # floor for empty bins, so an empty bin costs a finite, large PSI

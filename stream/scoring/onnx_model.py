@@ -9,6 +9,8 @@ import onnxruntime as ort
 
 from stream.models.registry import ModelVersion
 
+__all__ = ["OnnxModel"]
+
 
 class OnnxModel:
     """One loaded model version. ``run`` takes a batch and returns every output by name."""

@@ -24,6 +24,8 @@ from stream.runtime.metrics import ALERTS, END_TO_END_LATENCY, MESSAGES_PROCESSE
 from stream.scoring.scorer import Scorer
 from stream.settings import TOPICS
 
+__all__ = ["CollectingSink", "Outcome", "Sink", "score_and_publish", "send_dead_letter"]
+
 log = logging.getLogger(__name__)
 
 

@@ -16,6 +16,8 @@ from stream.scoring.publish import score_and_publish
 from stream.scoring.scorer import scorer_for
 from stream.settings import Settings
 
+__all__ = ["ProducerSink", "rescore"]
+
 
 class ProducerSink:
     """A sink on an aiokafka producer."""

@@ -23,6 +23,8 @@ from stream.scoring.drift import DriftMonitor
 from stream.scoring.onnx_model import OnnxModel
 from stream.settings import Settings
 
+__all__ = ["Scorer", "scorer_for", "top_label"]
+
 log = logging.getLogger(__name__)
 
 
