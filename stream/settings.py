@@ -36,6 +36,7 @@ def _var(env: str, default: Any, help: str, parse: Callable[[str], Any] = str, *
     """A Settings field read from ``env`` (empty counts as unset). A secret is kept out of the repr."""
 
     def read() -> Any:
+        """The variable's value parsed, or the default when it is unset or empty."""
         value = os.environ.get(env)
         return parse(value) if value not in (None, "") else default
 

@@ -71,6 +71,7 @@ def onnx_io(onnx_bytes: bytes) -> dict[str, Any]:
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
 
     def describe(args: Sequence[Any]) -> list[dict[str, Any]]:
+        """Name and shape (None for unknown dimensions) of each tensor spec."""
         return [{"name": a.name, "shape": [d if isinstance(d, int) else None for d in a.shape]} for a in args]
 
     return {"inputs": describe(session.get_inputs()), "outputs": describe(session.get_outputs())}
@@ -128,6 +129,7 @@ def code_version() -> str:
 
 
 def library_versions() -> dict[str, str]:
+    """Versions of TensorFlow, tf2onnx, ONNX and onnxruntime, recorded with a model."""
     import onnx
     import onnxruntime
     import tensorflow as tf

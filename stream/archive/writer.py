@@ -59,6 +59,7 @@ def to_row(table: str, record: dict[str, Any], partition: int, offset: int, time
 
 
 def day_of(timestamp_ms: int) -> str:
+    """The UTC day (``YYYY-MM-DD``) of a timestamp in milliseconds: the archive's day partition."""
     return datetime.fromtimestamp(timestamp_ms / 1000, UTC).strftime("%Y-%m-%d")
 
 
@@ -198,7 +199,9 @@ class _FlushOnRevoke(ConsumerRebalanceListener):
         self.archiver = archiver
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        """Write and commit what the archiver holds before the partitions move."""
         await self.archiver.flush()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        """Nothing to do: the archiver starts from the group's committed offsets."""
         pass

@@ -108,6 +108,7 @@ class Spectrum:
 
     @property
     def dropped_fraction(self) -> float:
+        """Fraction of the file's rows dropped as invalid."""
         return 1.0 - len(self.wavelength_um) / self.n_rows if self.n_rows else 0.0
 
 

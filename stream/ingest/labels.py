@@ -249,6 +249,7 @@ async def read_labels(broker: str, settings: Settings | None = None, idle_polls:
 
 
 def write_jsonl(records: Iterable[dict[str, Any]], out: TextIO) -> int:
+    """Write records as JSON lines with sorted keys; return how many."""
     n = 0
     for r in records:
         out.write(json.dumps(r, sort_keys=True) + "\n")

@@ -29,12 +29,14 @@ POINTS = 300  # samples per series: enough for a panel a few hundred pixels wide
 
 @dataclass(frozen=True)
 class Query:
+    """One PromQL query of a panel and its legend format."""
     expr: str  # PromQL with Grafana's variables ($task, $__range), as in the dashboards
     legend: str  # Grafana legend format: {{label}} is replaced by the series' label value
 
 
 @dataclass(frozen=True)
 class Panel:
+    """One dashboard panel: its title, queries and how to draw them."""
     title: str
     queries: tuple[Query, ...]
     unit: str = ""  # "s" (seconds, log axis), "/s" (rate), "" (a count or index)

@@ -35,6 +35,7 @@ class _Consumer(faust_aiokafka.Consumer):
 
 
 class Transport(faust_aiokafka.Transport):
+    """Faust's aiokafka transport, with the consumer whose fetch long-poll is configurable."""
     Consumer = _Consumer
 
 

@@ -101,4 +101,5 @@ def serve(port: int, host: str = "0.0.0.0") -> int:
 
 
 def set_model(task: str, name: str, version: str) -> None:
+    """Record which model name and version serve ``task``."""
     MODEL.labels(task=task).info({"model": name, "version": version})

@@ -29,6 +29,7 @@ class OnnxModel:
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model on float32 copies of ``inputs``; outputs by name."""
         feed = {k: np.asarray(v, dtype=np.float32) for k, v in inputs.items()}
         outputs = self.session.run(None, feed)
         return dict(zip(self.output_names, outputs, strict=True))

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 class Sink(Protocol):
     """Where outputs go: a Kafka topic (by name), a message key and the Avro bytes."""
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> None: ...
+    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+        """Send one message to ``topic``; implementations may buffer until a flush."""
 
 
 @dataclass
@@ -42,6 +43,7 @@ class CollectingSink:
     sent: list[tuple[str, bytes, bytes]] = field(default_factory=list)
 
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
+        """Keep the message in ``sent``."""
         self.sent.append((topic, key, value))
 
 

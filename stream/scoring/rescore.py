@@ -26,6 +26,7 @@ class ProducerSink:
         self.producer = producer
 
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
+        """Send the message with the Kafka producer (without waiting for delivery)."""
         await self.producer.send(topic, value, key=key)
 
 

@@ -44,6 +44,7 @@ class Scorer:
         self._lock = threading.Lock()
 
     def model(self, task: str) -> OnnxModel:
+        """The verified champion model of ``task``, loaded on first use; Unavailable when none can serve."""
         with self._lock:
             if task not in self._models:
                 try:
@@ -67,6 +68,7 @@ class Scorer:
             return self._models.get(task)
 
     def swap(self, model: OnnxModel) -> None:
+        """Serve ``model`` from now on (a hot swap)."""
         with self._lock:
             self._install(model)
 
