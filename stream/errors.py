@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["Rejected", "Unavailable"]
+
 
 class Rejected(Exception):
     """An input that cannot be processed. It becomes a dead-letter message; the stream goes on.

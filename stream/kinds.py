@@ -127,6 +127,7 @@ def limits(settings: Settings) -> dict[str, Limits]:
     """Each kind's limits: its defaults, overridden by SKYSTREAM_MAX_<KIND>_BYTES/_SECONDS/_MEMORY_MB."""
 
     def setting(kind: Kind, what: str, default: Any) -> Any:
+        """The ``max_<kind>_<what>`` setting, or ``default`` when it is unset."""
         value = getattr(settings, f"max_{kind.name}_{what}")
         return default if value is None else value
 

@@ -13,6 +13,8 @@ from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+__all__ = ["CHECKOUT", "Settings", "TOPICS", "child_environment", "environment_help", "shared_data", "variables"]
+
 # Topic names are part of the deployment contract with subscribers; keep them in one place.
 TOPICS = {
     "files": "skystream.files",
@@ -34,6 +36,7 @@ def _var(env: str, default: Any, help: str, parse: Callable[[str], Any] = str, *
     """A Settings field read from ``env`` (empty counts as unset). A secret is kept out of the repr."""
 
     def read() -> Any:
+        """The variable's value parsed, or the default when it is unset or empty."""
         value = os.environ.get(env)
         return parse(value) if value not in (None, "") else default
 

@@ -63,6 +63,7 @@ def summary(result: TrainResult) -> str:
 
 def _runner(module_name: str):
     def run(args: argparse.Namespace) -> int:
+        """Run the training command and print its summary; exit code from its result."""
         result = importlib.import_module(module_name).run(args)
         print(summary(result), flush=True)
         return exit_code(result)

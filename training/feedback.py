@@ -53,6 +53,7 @@ class Merged:
     sources: Any = field(default=None)
 
     def summary(self) -> str:
+        """One paragraph saying what the feedback labels changed."""
         r = self.report
         moves = ", ".join(f"{k} {v}" for k, v in sorted(r.get("transitions", {}).items(), key=lambda kv: -kv[1]))
         ignored = ", ".join(f"{k} {v}" for k, v in r.get("ignored", {}).items() if v)

@@ -40,6 +40,20 @@ from typing import Any
 
 import numpy as np
 
+__all__ = [
+    "EvalSet",
+    "GateDecision",
+    "argmax_metrics",
+    "compare",
+    "evaluate_onnx",
+    "gate",
+    "gate_and_publish",
+    "gate_metadata",
+    "holdout_mask",
+    "make_eval_set",
+    "publish_gated",
+]
+
 DEFAULT_SALT = "skystream-gate-v1"
 DEFAULT_FRACTION = 0.2
 RULE = "accept iff improvement >= -tolerance, improvement = candidate - champion (champion - candidate " \
@@ -56,6 +70,7 @@ def holdout_mask(ids: Sequence[Any], fraction: float = DEFAULT_FRACTION, salt: s
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
 
     def position(i: Any) -> float:
+        """A stable pseudo-random position in [0, 1) for example ``i``."""
         return int.from_bytes(hashlib.sha256(f"{salt}/{i}".encode()).digest()[:8], "big") / 2.0**64
 
     return np.array([position(i) < fraction for i in ids], dtype=bool)
@@ -96,6 +111,7 @@ class EvalSet:
         return len(self.labels)
 
     def describe(self) -> dict[str, Any]:
+        """Name, hash, size and split of the evaluation set, for the report."""
         return {"name": self.name, "sha256": self.sha256, "n": len(self), "split": self.split}
 
 
@@ -136,6 +152,7 @@ def argmax_metrics(output: str) -> MetricFn:
     """A metric function for a class-probability output: weighted F1, macro F1 and accuracy of the argmax."""
 
     def metrics(outputs: Mapping[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:
+        """Weighted F1, macro F1 and accuracy of the argmax of ``output``."""
         from sklearn.metrics import accuracy_score, f1_score
 
         pred = np.asarray(outputs[output]).argmax(axis=1)
@@ -175,6 +192,7 @@ class GateDecision:
         names = [self.primary] + sorted((set(self.candidate_metrics) | set(champ)) - {self.primary})
 
         def fmt(v: float | None) -> str:
+            """A metric with four decimals, or ``-`` when missing."""
             return "-" if v is None else f"{v:.4f}"
 
         rows = []
@@ -310,6 +328,7 @@ def gate_metadata(decision: GateDecision) -> dict[str, Any]:
     """The ``gate`` entry of a model's metadata: rule, numbers, evaluation set (with its hash and
     split) and the decision. JSON-ready."""
     def clean(x: Any) -> Any:
+        """None for a non-finite float (JSON has no NaN), else ``x``."""
         return None if isinstance(x, float) and not math.isfinite(x) else x
 
     return {

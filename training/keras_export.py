@@ -16,6 +16,16 @@ import numpy as np
 
 from stream.models.registry import LocalRegistry, open_registry
 
+__all__ = [
+    "code_version",
+    "compare_onnx_keras",
+    "configure_tensorflow",
+    "export_onnx",
+    "library_versions",
+    "onnx_io",
+    "publish",
+]
+
 OPSET = 17
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,6 +71,7 @@ def onnx_io(onnx_bytes: bytes) -> dict[str, Any]:
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
 
     def describe(args: Sequence[Any]) -> list[dict[str, Any]]:
+        """Name and shape (None for unknown dimensions) of each tensor spec."""
         return [{"name": a.name, "shape": [d if isinstance(d, int) else None for d in a.shape]} for a in args]
 
     return {"inputs": describe(session.get_inputs()), "outputs": describe(session.get_outputs())}
@@ -118,6 +129,7 @@ def code_version() -> str:
 
 
 def library_versions() -> dict[str, str]:
+    """Versions of TensorFlow, tf2onnx, ONNX and onnxruntime, recorded with a model."""
     import onnx
     import onnxruntime
     import tensorflow as tf

@@ -75,6 +75,7 @@ BUS_CLASS_NAMES: tuple[str, ...] = tuple(sorted(BUS_TO_GROUP))  # the Bus head's
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TaxonomyEntry:
+    """One object of the SMASS taxonomy table: its Tholen and Bus classes."""
     object: str  # "1" or "1996 UK": the same convention as stream.spectra.object_name
     name: str
     tholen: str
@@ -119,6 +120,7 @@ def parse_taxonomy(text: str) -> dict[str, TaxonomyEntry]:
 # --------------------------------------------------------------------------------------------
 @dataclass
 class SmassData:
+    """The SMASS spectra as training inputs: features, Bus and group labels, quality and file hashes."""
     objects: list[str]
     files: list[str]
     spectra: list[spectra.Spectrum]
@@ -131,6 +133,7 @@ class SmassData:
 
     @property
     def bus_names(self) -> list[str]:
+        """The Bus class name of each spectrum."""
         return [BUS_CLASS_NAMES[i] for i in self.bus]
 
 
@@ -400,6 +403,7 @@ def train_model(cfg: ModelConfig, x: np.ndarray, sigma: np.ndarray, group: np.nd
             self.previous = (0, 0.0)
 
         def on_train_batch_end(self, batch: int, logs=None) -> None:
+            """Print the mean loss of each finished epoch (on one line when stderr is a terminal)."""
             done = batch + 1  # batches so far; called once per `steps_per_execution` batches
             epoch = done // steps_per_epoch if done < total_steps else cfg.epochs
             if epoch <= self.previous[0] // steps_per_epoch and done < total_steps:

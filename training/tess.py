@@ -185,6 +185,7 @@ def build_model(scalar_stats: tuple[list[float], list[float]]) -> Any:
     from keras import layers
 
     def branch(x: Any, filters: tuple[int, ...], pool: int, name: str) -> Any:
+        """A stack of convolution blocks over one view, flattened."""
         for i, f in enumerate(filters):
             x = layers.Conv1D(f, 5, padding="same", activation="relu", name=f"{name}_conv{i}a")(x)
             x = layers.Conv1D(f, 5, padding="same", activation="relu", name=f"{name}_conv{i}b")(x)
@@ -235,6 +236,7 @@ def serving_model(logit_model: Any, temperatures: tuple[float, float], flip_aver
     t_pc, t_rest = (float(t) for t in temperatures)
 
     def calibrate(z: Any) -> Any:
+        """Calibrated probabilities (PC, EB, J) from the logits, with the two fitted temperatures."""
         ops = keras.ops
         u = z[:, 0] - ops.logsumexp(z[:, 1:], axis=1)  # log-odds of PC against the rest
         p_pc, p_rest = ops.sigmoid(u / t_pc), ops.sigmoid(-u / t_pc)
@@ -305,6 +307,7 @@ def fit_temperatures(logits: np.ndarray, labels: np.ndarray) -> tuple[float, flo
     z = np.asarray(logits, dtype=np.float64)
 
     def fit(log_odds: np.ndarray, positive: np.ndarray) -> float:
+        """The temperature minimising the negative log-likelihood of a binary split."""
         sign = np.where(positive, 1.0, -1.0)
         res = minimize_scalar(lambda log_t: -float(np.mean(log_expit(sign * log_odds / np.exp(log_t)))),
                               bounds=(np.log(0.25), np.log(8.0)), method="bounded")
@@ -368,6 +371,7 @@ class WeightAverage:
 
         class _Callback(keras.callbacks.Callback):
             def on_train_batch_end(cb, batch: int, logs: Any = None) -> None:  # noqa: N805
+                """Update the weight average after each step."""
                 self.update()
 
         self.model, self.decay = model, decay

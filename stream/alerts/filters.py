@@ -100,10 +100,12 @@ class Filter:
 
     @property
     def topic(self) -> str:
+        """The Kafka topic this filter's alerts go to (skystream.alerts.NAME)."""
         return topic_for(self.name)
 
     @property
     def watches_asteroids(self) -> bool:
+        """Whether the filter names asteroids (by number or designation)."""
         return bool(self.asteroid_numbers or self.designations)
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 from stream.settings import Settings
 
+__all__ = ["alerts_for"]
+
 INLINE_FIGURE_LIMIT = 256 * 1024
 
 

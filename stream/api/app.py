@@ -98,10 +98,12 @@ async def _off_loop(func: Callable[..., Any], *args: Any) -> Any:
 
 # -- JSON API -----------------------------------------------------------------------------------------
 async def healthz(request: web.Request) -> web.Response:
+    """GET /healthz: ``{"status": "ok"}`` while the server runs."""
     return _json({"status": "ok"})
 
 
 async def openapi(request: web.Request) -> web.Response:
+    """GET /openapi.json: the OpenAPI description of this API."""
     return _json(OPENAPI)
 
 
@@ -134,6 +136,7 @@ async def _read_upload(request: web.Request, limit: int) -> tuple[str, bytes]:
 
 
 async def score(request: web.Request) -> web.Response:
+    """POST /score: score an uploaded file as `skystream score` does."""
     from stream.errors import Rejected
     from stream.scoring.offline import detect_kind, score_bytes
 
@@ -155,6 +158,7 @@ async def score(request: web.Request) -> web.Response:
 
 
 async def alerts(request: web.Request) -> web.Response:
+    """GET /alerts: archived alerts matching the query (since, limit and filters)."""
     q = request.query
     where = queries.alert_filter(q)
     since, limit = queries.parse_since(q.get("since")), queries.parse_limit(q.get("limit"))
@@ -163,6 +167,7 @@ async def alerts(request: web.Request) -> web.Response:
 
 
 async def alert_figure(request: web.Request) -> web.Response:
+    """GET an archived alert's inline PNG figure; 404 when it has none."""
     alert = await _off_loop(queries.alert_by_id, _settings(request), request.match_info["alert_id"])
     if alert is None:
         raise LookupError("no such alert in the archive")
@@ -174,6 +179,7 @@ async def alert_figure(request: web.Request) -> web.Response:
 
 
 async def object_history(request: web.Request) -> web.Response:
+    """GET /objects/{id}: an object's archived predictions and alerts; 404 when there are none."""
     settings, object_id = _settings(request), request.match_info["id"]
     history = await _off_loop(queries.object_history, settings, object_id)
     found = await _off_loop(queries.object_alerts, settings, object_id)
@@ -183,6 +189,7 @@ async def object_history(request: web.Request) -> web.Response:
 
 
 async def models(request: web.Request) -> web.Response:
+    """GET /models: every task's versions and champion in the registry."""
     return _json({"models": await _off_loop(queries.models, _settings(request))})
 
 
@@ -196,6 +203,7 @@ def _png(data: bytes) -> web.Response:
 
 
 async def alerts_view(request: web.Request) -> web.Response:
+    """Web page of the latest 50 alerts matching the form's filters; 400 with the error for a bad filter."""
     params = {k: request.query.get(k, "").strip() for k in ("kind", "reason", "min_score", "object")}
     try:
         where = queries.alert_filter({k: v for k, v in params.items() if v})
@@ -208,6 +216,7 @@ async def alerts_view(request: web.Request) -> web.Response:
 
 
 async def object_view(request: web.Request) -> web.Response:
+    """Web page of an object's predictions and alerts; 404 when nothing is archived for it."""
     settings, object_id = _settings(request), request.match_info["id"]
     history = await _off_loop(queries.object_history, settings, object_id)
     found = await _off_loop(queries.object_alerts, settings, object_id)
@@ -216,6 +225,7 @@ async def object_view(request: web.Request) -> web.Response:
 
 
 async def periods_png(request: web.Request) -> web.Response:
+    """PNG of the transit periods found per sector for an object; 404 without a transit signal."""
     object_id = request.match_info["id"]
     history = await _off_loop(queries.object_history, _settings(request), object_id)
     curves = [r for r in history if r.get("kind") == "lightcurve" and r.get("signals")]
@@ -225,6 +235,7 @@ async def periods_png(request: web.Request) -> web.Response:
 
 
 async def probabilities_png(request: web.Request) -> web.Response:
+    """PNG of the class probabilities of an object's spectrum prediction number ``index``."""
     object_id, index = request.match_info["id"], request.match_info["index"]
     history = await _off_loop(queries.object_history, _settings(request), object_id)
     spectra = [r for r in history if r.get("kind") == "spectrum" and r.get("probabilities")]
@@ -240,6 +251,7 @@ def _figure_url(task: str, version: str, name: str) -> str:
 
 
 async def models_view(request: web.Request) -> web.Response:
+    """Web page of the registry's models, with links to each version's evaluation figures."""
     found = await _off_loop(queries.models, _settings(request))
     figures, missing = {}, {}
     for m in found:
@@ -252,6 +264,7 @@ async def models_view(request: web.Request) -> web.Response:
 
 
 async def model_figure(request: web.Request) -> web.Response:
+    """PNG of one evaluation figure of a model version; 404 when that version has no such figure."""
     task, version, name = (request.match_info[k] for k in ("task", "version", "name"))
     meta = await _off_loop(queries.registry_version, _settings(request), task, version)
     figure = plots.model_figures(meta).get(name)
@@ -291,6 +304,7 @@ def run(settings: Settings, host: str = "127.0.0.1", port: int = 8080,
     """Serve until Ctrl-C or SIGTERM; ``announce`` is told the address (port 0: a free one)."""
 
     async def main() -> None:
+        """Serve until SIGINT or SIGTERM, then clean up the runner."""
         runner = web.AppRunner(create_app(settings), access_log=None)
         await runner.setup()
         try:

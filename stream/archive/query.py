@@ -18,6 +18,8 @@ import pyarrow.dataset as ds
 from stream.archive.store import DAY, RECORD_TYPES, archive_uri, dataset_schema, open_location
 from stream.settings import Settings
 
+__all__ = ["alerts", "history", "object_names", "open_dataset", "read", "unique"]
+
 _TIC = re.compile(r"tic\s*-?\s*(\d+)", re.IGNORECASE)
 _PROVISIONAL = re.compile(r"(\d{4})\s*([A-Za-z]{2})(\d*)")
 _SMASS_FILE = re.compile(r"a(\d{6,7})(?:\.\[2\])?")

@@ -23,6 +23,19 @@ import pyarrow as pa
 import schemas
 from stream.settings import TOPICS, Settings
 
+__all__ = [
+    "BY_TOPIC",
+    "DAY",
+    "RECORD_TYPES",
+    "RecordType",
+    "archive_uri",
+    "dataset_schema",
+    "file_schema",
+    "open_location",
+    "record_schema",
+    "s3_filesystem",
+]
+
 
 @dataclass(frozen=True)
 class RecordType:

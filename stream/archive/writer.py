@@ -32,6 +32,8 @@ from stream.archive.store import BY_TOPIC, RECORD_TYPES, archive_uri, file_schem
 from stream.runtime.kafka import bootstrap_servers, client_kwargs, read_to_end
 from stream.settings import Settings
 
+__all__ = ["ArchiveStats", "Archiver", "day_of", "group_id", "to_row", "write_batch"]
+
 log = logging.getLogger(__name__)
 
 
@@ -57,6 +59,7 @@ def to_row(table: str, record: dict[str, Any], partition: int, offset: int, time
 
 
 def day_of(timestamp_ms: int) -> str:
+    """The UTC day (``YYYY-MM-DD``) of a timestamp in milliseconds: the archive's day partition."""
     return datetime.fromtimestamp(timestamp_ms / 1000, UTC).strftime("%Y-%m-%d")
 
 
@@ -196,7 +199,9 @@ class _FlushOnRevoke(ConsumerRebalanceListener):
         self.archiver = archiver
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        """Write and commit what the archiver holds before the partitions move."""
         await self.archiver.flush()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        """Nothing to do: the archiver starts from the group's committed offsets."""
         pass

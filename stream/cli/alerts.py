@@ -15,12 +15,15 @@ from typing import Any
 import schemas
 from stream.settings import TOPICS, Settings
 
+__all__ = ["adhoc_filter", "cmd_alerts", "register"]
+
 # Columns of --format table; csv and json carry every field (figures as their saved path or URI).
 _TABLE = ("alerted_at", "kind", "object", "reason", "score", "summary")
 _SUMMARY_WIDTH = 70
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``alerts`` command and its options."""
     p = subparsers.add_parser(
         "alerts", help="receive alerts: a filter's topic or ad-hoc filters; print as table, JSON or CSV",
         description="Read alerts from skystream.alerts (or a filter's topic skystream.alerts.NAME with --filter), "
@@ -94,10 +97,12 @@ class _Printer:
         self.csv: csv.DictWriter | None = None
 
     def header(self) -> None:
+        """Print the table's column header (other formats have none, or their own)."""
         if self.fmt == "table":
             print("  ".join(f"{c:<24}" if c == "alerted_at" else c for c in _TABLE), flush=True)
 
     def print(self, row: dict[str, Any]) -> None:
+        """Print one alert row in the chosen format (table, JSON or CSV)."""
         if self.fmt == "json":
             print(json.dumps(row), flush=True)
         elif self.fmt == "csv":
@@ -114,6 +119,7 @@ class _Printer:
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
+    """Run `skystream alerts`: print the alerts read from the topic that pass the filters."""
     from stream.alerts.client import AlertClientError, archived_alerts, parse_duration, save_figure, subscribe
     from stream.alerts.filters import FilterError, check_name, topic_for
 
@@ -130,12 +136,14 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     count = 0
 
     def emit(alert: dict[str, Any]) -> None:
+        """Save the alert's figure if asked, print its row and count it."""
         nonlocal count
         figure = save_figure(alert, args.save_figures) if args.save_figures else None
         printer.print(_row(alert, figure))
         count += 1
 
     async def main() -> None:
+        """Print every alert the subscription yields."""
         async for alert in subscribe(settings, topic=topic, where=where, from_beginning=args.from_beginning,
                                      since_seconds=since, follow=args.follow, group=args.group, limit=args.limit):
             emit(alert)

@@ -7,8 +7,11 @@ import dataclasses
 
 from stream.settings import Settings
 
+__all__ = ["cmd_api", "register"]
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``api`` command and its options."""
     p = subparsers.add_parser(
         "api", help="serve the REST API and the web view (alerts, object histories, models, scoring)",
         description="Serve POST /score (a file upload, scored as `skystream score` does), GET /alerts, "
@@ -24,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
+    """Run `skystream api`: serve the REST API and web view until Ctrl-C."""
     from stream.api.app import run
 
     settings = Settings()

@@ -16,8 +16,11 @@ from typing import Any
 
 from stream.settings import Settings
 
+__all__ = ["cmd_archive", "cmd_history", "register"]
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``archive`` and ``history`` commands and their options."""
     p = subparsers.add_parser(
         "archive", help="append every prediction, alert and dead letter to the Parquet archive",
         description="Consume the predictions, alerts and dead-letter topics in the consumer group "
@@ -45,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_archive(args: argparse.Namespace) -> int:
+    """Run `skystream archive`: write predictions, alerts and dead letters to the Parquet archive."""
     from stream.archive.writer import Archiver
 
     settings = Settings()
@@ -56,6 +60,7 @@ def cmd_archive(args: argparse.Namespace) -> int:
     print(f"archiving to {archiver.uri} (group {archiver.group})", file=sys.stderr, flush=True)
 
     async def main() -> None:
+        """Create the topics, then archive until SIGINT/SIGTERM (or the end of the topics with --once)."""
         from stream.runtime.kafka import ensure_topics
 
         await ensure_topics(broker, settings)
@@ -106,6 +111,7 @@ def _plain(value: Any) -> Any:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    """Run `skystream history`: print an object's archived predictions as a table, JSON or CSV."""
     from stream.archive.query import history
 
     settings = Settings()

@@ -51,6 +51,7 @@ def _wait_for_signal() -> None:
     stop = {"flag": False}
 
     def handler(signum: int, frame: object) -> None:
+        """Signal handler: ask the broker loop to stop."""
         stop["flag"] = True
 
     signal.signal(signal.SIGTERM, handler)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from stream.ops.dashboard_png import PrometheusError, parse_duration, render
 
+__all__ = ["cmd_dashboard_png", "register"]
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `dashboard-png` to the skystream command."""
@@ -29,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_dashboard_png(args: argparse.Namespace) -> int:
+    """Run `skystream dashboard-png`: render the dashboard panels from Prometheus to a PNG."""
     try:
         summary = render(args.prometheus, args.output, range_seconds=parse_duration(args.range_), end=args.end,
                          task=args.task)

@@ -9,6 +9,8 @@ from importlib.metadata import entry_points
 
 from stream.settings import environment_help
 
+__all__ = ["build_parser", "main"]
+
 log = logging.getLogger("skystream")
 
 EPILOG = environment_help() + """
@@ -68,6 +70,7 @@ def _unavailable(sub: argparse._SubParsersAction, name: str, exc: BaseException,
     p.add_argument("rest", nargs=argparse.REMAINDER)
 
     def fail(args: argparse.Namespace) -> int:
+        """Report that the command cannot run here and why; exit status 2."""
         print(f"skystream {name}: unavailable here: {reason}", file=sys.stderr)
         return 2
 

@@ -20,6 +20,8 @@ from stream.ingest.labels import (
 )
 from stream.settings import TOPICS, Settings
 
+__all__ = ["cmd_dump", "cmd_publish", "register"]
+
 
 # -- commands ------------------------------------------------------------------------------------------
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -72,6 +74,7 @@ NO_BROKER = ("no broker configured: pass --broker HOST:PORT or set SKYSTREAM_BRO
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
+    """Run `skystream labels publish`: publish TOI or Bus labels to the labels topic."""
     try:
         if args.toi:
             records, counts = toi_labels(args.toi, skip=args.skip)
@@ -103,6 +106,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_dump(args: argparse.Namespace) -> int:
+    """Run `skystream labels dump`: print the labels on the labels topic as JSON lines."""
     broker = _broker(args)
     if not broker:
         return _fail(NO_BROKER)

@@ -16,6 +16,8 @@ from stream.models.announce import announce, change_champion, model_update
 from stream.ops.tables import flat_metrics, key_metrics, table
 from stream.settings import Settings
 
+__all__ = ["cmd_list", "cmd_promote", "cmd_rollback", "cmd_show", "register"]
+
 log = logging.getLogger(__name__)
 
 
@@ -65,6 +67,7 @@ def _fail(message: str) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    """Run `skystream models list`: a table of every version of every task (or one task)."""
     from stream.models.registry import RegistryError
 
     registry = _open(args)
@@ -99,6 +102,7 @@ def _summary(value: Any, width: int = 100) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    """Run `skystream models show`: one version's metadata (default the champion) and the champion history."""
     from stream.models.registry import RegistryError
 
     registry = _open(args)
@@ -148,8 +152,10 @@ def _change(args: argparse.Namespace, action: str) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
+    """Run `skystream models promote`: make a version the champion of its task."""
     return _change(args, "promote")
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    """Run `skystream models rollback`: make the previous champion the champion again."""
     return _change(args, "rollback")

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from stream.ops.tables import table
 from stream.settings import Settings
 
+__all__ = ["cmd_list", "cmd_replay", "register"]
+
 
 def _since(text: str) -> float:
     """Unix seconds, an ISO-8601 time (UTC unless it says otherwise), or an age such as 30m, 2h, 1d."""
@@ -66,6 +68,7 @@ def _when(at_ms: int) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    """Run `skystream rejected list`: print the dead letters (optionally by reason and age)."""
     from stream.ingest.redrive import read_dead_letters
 
     letters = asyncio.run(read_dead_letters(_settings(args), args.reason, args.since))
@@ -81,6 +84,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    """Run `skystream rejected replay`: re-drive the dead letters to their topics (or say what would be)."""
     from stream.ingest.redrive import replay
 
     plans = asyncio.run(replay(_settings(args), args.reason, args.since, dry_run=args.dry_run))

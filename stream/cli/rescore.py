@@ -12,8 +12,11 @@ import time
 from stream import kinds
 from stream.settings import Settings
 
+__all__ = ["cmd_rescore", "register"]
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``rescore`` command and its options."""
     p = subparsers.add_parser(
         "rescore", help="replay the retained features topics through the current champion models",
         description="Read the features topics (all retained messages, or those since --since) and publish a "
@@ -30,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_rescore(args: argparse.Namespace) -> int:
+    """Run `skystream rescore`: replay the features topics through the current champions."""
     from stream.scoring.rescore import rescore
 
     settings = Settings()

@@ -9,6 +9,8 @@ import time
 
 from stream.ops.status import Sample, query_prometheus, render, scrape, summarise
 
+__all__ = ["cmd_status", "register"]
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `status` to the skystream command."""
@@ -26,10 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """Run `skystream status`: rates and latencies over ``--interval`` seconds, from the metrics endpoints or
+    Prometheus."""
     if not args.targets and not args.prometheus:
         sys.exit("status: give --targets HOST:PORT ... or --prometheus URL")
 
     def snapshot() -> list[Sample]:
+        """The current metric samples, from Prometheus or by scraping the targets."""
         return query_prometheus(args.prometheus) if args.prometheus else scrape(args.targets)
 
     before = snapshot()

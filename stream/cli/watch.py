@@ -50,6 +50,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     log.info("watching %s; metrics on :%d", source.name, port)
 
     def report(res) -> None:  # noqa: ANN001 - PollResult
+        """Print a poll's counts when it published or rejected anything."""
         if res.published or res.rejected:
             print(f"published {res.published}, rejected {res.rejected}", file=sys.stderr, flush=True)
 

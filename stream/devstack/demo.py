@@ -22,6 +22,8 @@ from stream.ingest.watcher import Ledger, Watcher, ledger_path
 from stream.runtime.kafka import bootstrap_servers, client_kwargs
 from stream.settings import Settings
 
+__all__ = ["run_demo"]
+
 ROW = "{:<14} {:<10} {:<6} {:>5}  {:<5} {:<16} {:>9}"
 
 
@@ -38,6 +40,7 @@ def _row(p: dict[str, Any], latency_s: float) -> str:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    """Run `skystream demo`: stream demo inputs through an embedded broker and a worker, printing each result."""
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     settings = Settings()
     workdir = Path("var/demo") / time.strftime("%Y%m%d-%H%M%S")
@@ -82,6 +85,7 @@ async def _stream(stack: LocalStack, inputs: Path, args: argparse.Namespace) -> 
         print("-" * 75, flush=True)
 
     def on_message(name: str, rec: dict[str, Any]) -> None:
+        """Print each new prediction or dead letter (once per file)."""
         key = rec.get("file_id") or rec.get("uri") or ""
         if name == "Prediction" and key not in seen:
             seen.add(key)
@@ -98,6 +102,7 @@ async def _stream(stack: LocalStack, inputs: Path, args: argparse.Namespace) -> 
             print(f"  {len(seen)}/{stats['expected']} done", flush=True)
 
     async def feed() -> None:
+        """Poll the watcher until the input directory has been quiet for two polls."""
         # Poll like `skystream watch` does until the directory has been quiet for two polls, so
         # files still being written (or just settling) are streamed too.
         quiet = 0
@@ -111,6 +116,7 @@ async def _stream(stack: LocalStack, inputs: Path, args: argparse.Namespace) -> 
     feeding = asyncio.create_task(feed())
 
     def done(_: Collected) -> bool:
+        """Whether feeding is over and every file it published or rejected has an outcome."""
         return feeding.done() and len(seen) >= stats["expected"]
 
     out = await collect(stack.broker, done, args.timeout, on_message, settings)

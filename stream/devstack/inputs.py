@@ -19,6 +19,8 @@ import numpy as np
 
 from stream.settings import Settings, shared_data
 
+__all__ = ["demo_inputs", "write_simulated_spectra"]
+
 SMASS_ARCHIVE = "smass2/smass2data.tar.gz"
 TESS_LC = "tess/lc"
 # The origin named by the data set's README; this path could not be checked from the build machines

@@ -26,6 +26,8 @@ from stream.runtime.embedded_broker import EmbeddedBroker, free_port
 from stream.runtime.kafka import bootstrap_servers, ensure_topics
 from stream.settings import TOPICS, Settings, child_environment
 
+__all__ = ["Collected", "LocalStack", "collect"]
+
 
 class LocalStack:
     """An embedded broker (unless ``broker`` is given) plus worker and archiver subprocesses.
@@ -54,6 +56,7 @@ class LocalStack:
 
     @property
     def broker(self) -> str:
+        """The bootstrap servers: the given broker or the embedded one."""
         return self._broker or self._embedded.bootstrap  # type: ignore[union-attr]
 
     def env(self) -> dict[str, str]:
@@ -67,17 +70,20 @@ class LocalStack:
         return proc.pid if proc else None
 
     def settings(self) -> Settings:
+        """Settings pointing at this stack's broker, state, archive, sources and registry."""
         return Settings(broker=self.broker, state_dir=self.state_dir, partitions=self.partitions,
                         app_id=self.app_id, archive=self.archive, sources=self.sources,
                         **({"registry": self.registry} if self.registry else {}))
 
     def start(self) -> LocalStack:
+        """Start the embedded broker (if any) and create the topics; return self."""
         if self._embedded:
             self._embedded.start()
         asyncio.run(ensure_topics(self.broker, self.settings()))
         return self
 
     def start_worker(self) -> subprocess.Popen[bytes]:
+        """Start a `skystream worker` process with its own metrics port and log file."""
         port = free_port()
         log = open(self.log_dir / f"worker-{len(self.workers)}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
@@ -100,6 +106,7 @@ class LocalStack:
         return proc
 
     def stop_worker(self, proc: subprocess.Popen[bytes], grace: float = 15.0) -> int:
+        """Stop a process with SIGTERM, killing it after ``grace`` seconds; return its exit code."""
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -135,6 +142,7 @@ class LocalStack:
             time.sleep(0.2)
 
     def stop(self) -> None:
+        """Stop every worker and archiver, then the embedded broker."""
         # Workers first, archivers after: an archiver reads what the workers wrote last before it exits.
         for proc in self.workers + self.archivers:
             with contextlib.suppress(Exception):

@@ -12,6 +12,8 @@ from stream import kinds
 from stream.errors import Rejected
 from stream.features import lightcurves, spectra
 
+__all__ = ["detect_kind", "extract"]
+
 HEAD_BYTES = 16384
 
 

@@ -87,14 +87,17 @@ class LightCurve:
 
     @property
     def n_valid(self) -> int:
+        """Number of valid cadences kept."""
         return int(self.time.size)
 
     @property
     def baseline_days(self) -> float:
+        """Days between the first and last valid cadence (0 when there are none)."""
         return float(self.time[-1] - self.time[0]) if self.time.size else 0.0
 
     @property
     def object(self) -> str:
+        """The object name, ``TIC <id>``."""
         return f"TIC {self.tic_id}"
 
 

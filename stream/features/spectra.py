@@ -51,6 +51,16 @@ from astropy import units as u
 
 from stream.errors import Rejected
 
+__all__ = [
+    "Spectrum",
+    "asteroid_id",
+    "looks_like_spectrum",
+    "object_name",
+    "read_spectrum",
+    "resample",
+    "spectrum_features",
+]
+
 # The model grid: 0.44–0.92 µm, the range of the Bus (1999) / Bus & Binzel (2002) classification
 # (its spline fits, the .spfit files, are sampled on 0.44–0.92 step 0.01). 98 % of SMASSII spectra
 # cover it entirely, all of them at least 97 %. The step is half the Bus step: SMASSII resolution
@@ -98,6 +108,7 @@ class Spectrum:
 
     @property
     def dropped_fraction(self) -> float:
+        """Fraction of the file's rows dropped as invalid."""
         return 1.0 - len(self.wavelength_um) / self.n_rows if self.n_rows else 0.0
 
 

@@ -105,6 +105,7 @@ class SearchConfig:
 
     @property
     def window_days(self) -> float:
+        """Width of the running-median detrending window, in days."""
         return self.window_factor * max(self.durations_hours) / 24.0
 
     def shortened(self) -> SearchConfig:
@@ -113,6 +114,7 @@ class SearchConfig:
         return dataclasses.replace(self, durations_hours=durations, red_noise_limit=math.inf)
 
     def describe(self) -> str:
+        """One-line description of the search settings, recorded with each result."""
         return (
             f"transits-v1: running median {self.window_days:.2f} d "
             f"(red noise: {self.window_factor * self.short_max_duration_hours / 24:.2f} d); "
@@ -161,6 +163,7 @@ class Signal:
 
 @dataclass
 class SearchResult:
+    """What a transit search found, with the detrended series and periodogram for figures."""
     signals: list[Signal]
     time: np.ndarray  # full-cadence time of the light curve
     flat: np.ndarray  # full-cadence detrended flux (median 1)
@@ -200,6 +203,7 @@ def running_median(time: np.ndarray, values: np.ndarray, window: float, step: fl
 
 
 def robust_std(values: np.ndarray) -> float:
+    """Standard deviation estimated from the median absolute deviation of the finite values (NaN if none)."""
     values = values[np.isfinite(values)]
     if values.size == 0:
         return float("nan")

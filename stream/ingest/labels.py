@@ -49,6 +49,21 @@ from typing import Any, TextIO
 import schemas
 from stream.settings import TOPICS, Settings
 
+__all__ = [
+    "LabelInputError",
+    "SMASS_TASK",
+    "TESS_TASK",
+    "asteroid_object",
+    "bus_labels",
+    "label_key",
+    "latest_labels",
+    "parse_bus_lines",
+    "publish_labels",
+    "read_labels",
+    "toi_labels",
+    "write_jsonl",
+]
+
 TESS_TASK = "tess"
 SMASS_TASK = "smass"
 
@@ -234,6 +249,7 @@ async def read_labels(broker: str, settings: Settings | None = None, idle_polls:
 
 
 def write_jsonl(records: Iterable[dict[str, Any]], out: TextIO) -> int:
+    """Write records as JSON lines with sorted keys; return how many."""
     n = 0
     for r in records:
         out.write(json.dumps(r, sort_keys=True) + "\n")

@@ -51,6 +51,29 @@ from stream.errors import Rejected
 from stream.ingest.sources import Candidate
 from stream.settings import Settings
 
+__all__ = [
+    "DEFAULT_REGION",
+    "RedactingFilter",
+    "S3Conflict",
+    "S3Error",
+    "S3Source",
+    "S3Unavailable",
+    "client",
+    "credentials_available",
+    "error_code",
+    "is_s3",
+    "iter_pages",
+    "parse_uri",
+    "put_bytes",
+    "read_bytes",
+    "read_head",
+    "read_with_etag",
+    "redact",
+    "reset_clients",
+    "translate",
+    "with_retries",
+]
+
 log = logging.getLogger(__name__)
 
 # Variable names, for messages and tests (their values are read by Settings).
@@ -109,6 +132,7 @@ class RedactingFilter(logging.Filter):
     """A logging filter that redacts every record (attach it to a handler to guard all loggers)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Redact credentials in the record's message; never drops a record."""
         msg = record.getMessage()
         clean = redact(msg)
         if clean != msg:
@@ -118,6 +142,7 @@ class RedactingFilter(logging.Filter):
 
 # -- URIs ----------------------------------------------------------------------------------------
 def is_s3(uri: str) -> bool:
+    """Whether ``uri`` is an ``s3://`` URI."""
     return uri.startswith("s3://")
 
 
@@ -242,6 +267,7 @@ _BODY_ERRORS = (
 
 
 def error_code(exc: BaseException) -> str:
+    """The S3 error code of a botocore client error, else the exception's class name."""
     if isinstance(exc, bexc.ClientError):
         return str(exc.response.get("Error", {}).get("Code", ""))
     return type(exc).__name__
@@ -296,6 +322,7 @@ def _get(uri: str, s3: Any, byte_range: str | None = None) -> tuple[bytes, str]:
         raise Rejected("not-a-file", f"no object key in {uri}")
 
     def once() -> tuple[bytes, str]:
+        """One GET: the body (or byte range) and the ETag."""
         kwargs = {"Range": byte_range} if byte_range else {}
         resp = s3.get_object(Bucket=bucket, Key=key, **kwargs)  # botocore retries up to here
         try:
@@ -475,6 +502,7 @@ class S3Source:
 
     @property
     def high_water(self) -> str | None:
+        """The greatest key recorded so far: incremental scans start after it (None before the first)."""
         with self._db_lock:
             return self._meta("high_water")
 
@@ -504,6 +532,7 @@ class S3Source:
                 self._db.executemany("INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?)", rows)
 
     def close(self) -> None:
+        """Checkpoint a completed scan and close the source's state database."""
         self.commit()
         self._db.close()
 
@@ -516,6 +545,7 @@ class S3Source:
         return last is None or now - float(last) >= self.full_rescan_seconds
 
     def scan(self) -> Iterator[Candidate]:
+        """Objects that are new or changed since the last scan (every object on a full scan)."""
         if self._done is not None:
             self.commit()
         else:

@@ -37,6 +37,7 @@ _TEMPORARY = (".tmp", ".part", ".partial", ".crdownload")
 
 
 class Source(Protocol):
+    """Where a watcher finds files: a directory or an S3 prefix."""
     name: str
 
     def scan(self) -> Iterator[Candidate]:

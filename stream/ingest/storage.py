@@ -16,8 +16,11 @@ from typing import BinaryIO
 
 from stream.errors import Rejected
 
+__all__ = ["local_path", "read_bytes", "read_head", "sha256_hex"]
+
 
 def local_path(uri: str) -> Path:
+    """The local path of a ``file://`` URI (a plain path as is)."""
     return Path(uri.removeprefix("file://"))
 
 

@@ -39,6 +39,8 @@ from stream.runtime.deadletters import rejected_record
 from stream.runtime.metrics import FILES_DISCOVERED, FILES_PUBLISHED, FILES_REPUBLISHED, LAST_INPUT
 from stream.settings import TOPICS
 
+__all__ = ["Ledger", "PollResult", "Watcher", "ledger_path"]
+
 log = logging.getLogger(__name__)
 
 # (topic, key, value) -> an awaitable that completes when the broker has the message
@@ -74,13 +76,16 @@ class Ledger:
         self.db.commit()
 
     def unchanged(self, c: Candidate) -> bool:
+        """Whether the ledger has seen this URI at this version."""
         row = self.db.execute("SELECT version FROM seen WHERE uri = ?", (c.uri,)).fetchone()
         return row is not None and row[0] == c.version
 
     def has(self, identity: str) -> bool:
+        """Whether a file with this identity was published."""
         return self.db.execute("SELECT 1 FROM published WHERE identity = ?", (identity,)).fetchone() is not None
 
     def mark_seen(self, c: Candidate) -> None:
+        """Record this URI's version as seen."""
         self.db.execute("INSERT OR REPLACE INTO seen VALUES (?, ?)", (c.uri, c.version))
 
     def record(self, identity: str, c: Candidate, outcome: str,
@@ -95,6 +100,7 @@ class Ledger:
         self.mark_seen(c)
 
     def is_resolved(self, identity: str) -> bool:
+        """Whether this identity's outcome (prediction or dead letter) has been seen."""
         return self.db.execute("SELECT 1 FROM resolved WHERE identity = ?", (identity,)).fetchone() is not None
 
     def resolve(self, identities: Iterable[str]) -> int:
@@ -108,6 +114,7 @@ class Ledger:
         return done
 
     def unresolved(self) -> int:
+        """Number of published files still waiting for an outcome."""
         return self.db.execute("SELECT COUNT(*) FROM pending").fetchone()[0]
 
     def mark_all_due(self) -> int:
@@ -125,39 +132,49 @@ class Ledger:
         return [(i, t, k, v, bool(f)) for i, t, k, v, f in rows]
 
     def republished(self, identity: str, by_fallback: bool) -> None:
+        """Record that a pending file was published again (by the fallback path or not)."""
         self.db.execute("UPDATE pending SET due = 0, sent_at_ms = ?, fallback_used = fallback_used + ? "
                         "WHERE identity = ?", (int(time.time() * 1000), int(by_fallback), identity))
 
     def follow_offsets(self) -> dict[tuple[str, int], int]:
+        """The next offset to read per (topic, partition) of the outcome topics."""
         return {(t, p): o for t, p, o in self.db.execute("SELECT topic, partition, next_offset FROM follow")}
 
     def save_follow_offsets(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Store the next offset to read per (topic, partition)."""
         self.db.executemany("INSERT OR REPLACE INTO follow VALUES (?, ?, ?)",
                             [(t, p, o) for (t, p), o in offsets.items()])
 
     def forget_follow_offsets(self) -> None:
+        """Drop every stored outcome offset."""
         self.db.execute("DELETE FROM follow")
 
     def get_meta(self, key: str) -> str | None:
+        """The stored value of ``key``, or None."""
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
     def set_meta(self, key: str, value: str) -> None:
+        """Store ``value`` under ``key``."""
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     def commit(self) -> None:
+        """Commit the ledger's pending changes."""
         self.db.commit()
 
     def close(self) -> None:
+        """Close the ledger's database."""
         self.db.close()
 
 
 def ledger_path(state_dir: Path, source: Source) -> Path:
+    """The ledger file of ``source`` under ``state_dir`` (named by a hash of the source's name)."""
     return state_dir / f"watcher-{hashlib.sha256(source.name.encode()).hexdigest()[:16]}.sqlite"
 
 
 @dataclass
 class PollResult:
+    """Counts of one poll: files published, rejected and skipped."""
     published: int = 0
     rejected: int = 0
     skipped: int = 0

@@ -28,6 +28,7 @@ def model_update(registry: Any, task: str, version: str, action: str) -> dict[st
 
 
 async def announce_async(settings: Settings, record: dict[str, Any]) -> None:
+    """Publish a model update record to the models topic and wait for the broker's acknowledgement."""
     from aiokafka import AIOKafkaProducer
 
     from stream.runtime.kafka import bootstrap_servers, client_kwargs

@@ -29,6 +29,17 @@ from stream.errors import Rejected
 from stream.models import signing
 from stream.settings import Settings
 
+__all__ = [
+    "BUNDLED",
+    "LocalRegistry",
+    "ModelVersion",
+    "Registry",
+    "RegistryError",
+    "S3Registry",
+    "open_registry",
+    "sha256_hex",
+]
+
 BUNDLED = Path(__file__).parents[1] / "bundled" / "registry"
 log = logging.getLogger(__name__)
 
@@ -39,6 +50,7 @@ class RegistryError(Exception):
 
 @dataclass(frozen=True)
 class ModelVersion:
+    """One model version: its ONNX bytes and metadata."""
     task: str
     version: str
     onnx: bytes
@@ -46,10 +58,12 @@ class ModelVersion:
 
     @property
     def name(self) -> str:
+        """The model's name from its metadata (the task when unnamed)."""
         return str(self.metadata.get("name", self.task))
 
 
 def sha256_hex(data: bytes) -> str:
+    """Hex SHA-256 digest of ``data``."""
     return hashlib.sha256(data).hexdigest()
 
 
@@ -78,6 +92,7 @@ class _RegistryBase:
         raise NotImplementedError
 
     def versions(self, task: str) -> list[str]:
+        """Versions of ``task``, oldest first."""
         raise NotImplementedError
 
     def _update_champion(self, task: str, change: Callable[[list[str]], list[str]]) -> str:
@@ -91,6 +106,7 @@ class _RegistryBase:
         return list(found["history"]) if found else []
 
     def champion(self, task: str) -> str:
+        """The champion version of ``task`` (the newest version when none was promoted)."""
         self._seed(task)
         found = self._read_json(task, "champion.json")
         if found:
@@ -101,6 +117,7 @@ class _RegistryBase:
         return versions[-1]
 
     def metadata(self, task: str, version: str | None = None) -> dict[str, Any]:
+        """Metadata of a version of ``task`` (default the champion)."""
         version = version or self.champion(task)
         found = self._read_json(task, version, "metadata.json")
         if found is None:
@@ -118,6 +135,7 @@ class _RegistryBase:
 
     # -- champion --------------------------------------------------------------------------
     def promote(self, task: str, version: str) -> None:
+        """Make ``version`` the champion of ``task``."""
         if version not in self.versions(task):
             raise RegistryError(f"{task} has no version {version}; versions: {self.versions(task)}")
         self._update_champion(task, lambda history: _next_history(history, version))
@@ -126,6 +144,7 @@ class _RegistryBase:
         """Make the previous champion the champion again; return it."""
 
         def back(history: list[str]) -> list[str]:
+            """The history without its last champion."""
             if len(history) < 2:
                 raise RegistryError(f"{task}: no earlier champion to roll back to")
             return history[:-1]
@@ -153,11 +172,13 @@ class LocalRegistry(_RegistryBase):
         self._seed_from = seed_from
 
     def tasks(self) -> list[str]:
+        """Tasks with a directory in the registry or its seed."""
         roots = [self.root] + ([self._seed_from] if self._seed_from else [])
         found = {p.name for r in roots if r.is_dir() for p in r.iterdir() if p.is_dir()}
         return sorted(found)
 
     def versions(self, task: str) -> list[str]:
+        """Versions of ``task`` (numeric directories), oldest first."""
         self._seed(task)
         d = self.root / task
         if not d.is_dir():
@@ -221,15 +242,32 @@ class Registry(Protocol):
 
     uri: str
 
-    def tasks(self) -> list[str]: ...
-    def versions(self, task: str) -> list[str]: ...
-    def champion(self, task: str) -> str: ...
-    def history(self, task: str) -> list[str]: ...
-    def metadata(self, task: str, version: str | None = None) -> dict[str, Any]: ...
-    def load(self, task: str, version: str | None = None) -> ModelVersion: ...
-    def publish(self, task: str, onnx: bytes, metadata: dict[str, Any], promote: bool = True) -> str: ...
-    def promote(self, task: str, version: str) -> None: ...
-    def rollback(self, task: str) -> str: ...
+    def tasks(self) -> list[str]:
+        """Return every task in the registry, sorted."""
+
+    def versions(self, task: str) -> list[str]:
+        """Return the versions of ``task``, oldest first."""
+
+    def champion(self, task: str) -> str:
+        """Return the version of ``task`` that serves."""
+
+    def history(self, task: str) -> list[str]:
+        """Return the champions of ``task`` in the order they were promoted."""
+
+    def metadata(self, task: str, version: str | None = None) -> dict[str, Any]:
+        """Return the metadata of a version of ``task`` (default the champion)."""
+
+    def load(self, task: str, version: str | None = None) -> ModelVersion:
+        """Return a version of ``task`` (default the champion) with its ONNX bytes."""
+
+    def publish(self, task: str, onnx: bytes, metadata: dict[str, Any], promote: bool = True) -> str:
+        """Store a new version of ``task``, promote it unless told not to, and return its version."""
+
+    def promote(self, task: str, version: str) -> None:
+        """Make ``version`` the champion of ``task``."""
+
+    def rollback(self, task: str) -> str:
+        """Make the previous champion of ``task`` the champion again; return it."""
 
 
 class S3Registry(_RegistryBase):
@@ -292,6 +330,7 @@ class S3Registry(_RegistryBase):
         return [str(v) for v in sorted(complete)], taken
 
     def tasks(self) -> list[str]:
+        """Tasks with a prefix in the bucket or a directory in the seed."""
         base = self._key() + "/" if self.prefix else ""
         found: set[str] = set()
         for page in self._s3mod.iter_pages(self._s3, self.bucket, base, delimiter="/"):
@@ -301,6 +340,7 @@ class S3Registry(_RegistryBase):
         return sorted(found)
 
     def versions(self, task: str) -> list[str]:
+        """Versions of ``task`` in the bucket, oldest first."""
         self._seed(task)
         return self._listing(task)[0]
 

@@ -21,18 +21,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+__all__ = ["Panel", "PrometheusError", "Query", "expand", "parse_duration", "render"]
+
 PSI_MODERATE, PSI_SIGNIFICANT = 0.1, 0.25  # the dashboards' PSI thresholds
 POINTS = 300  # samples per series: enough for a panel a few hundred pixels wide
 
 
 @dataclass(frozen=True)
 class Query:
+    """One PromQL query of a panel and its legend format."""
     expr: str  # PromQL with Grafana's variables ($task, $__range), as in the dashboards
     legend: str  # Grafana legend format: {{label}} is replaced by the series' label value
 
 
 @dataclass(frozen=True)
 class Panel:
+    """One dashboard panel: its title, queries and how to draw them."""
     title: str
     queries: tuple[Query, ...]
     unit: str = ""  # "s" (seconds, log axis), "/s" (rate), "" (a count or index)

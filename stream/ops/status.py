@@ -15,10 +15,13 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+__all__ = ["Sample", "query_prometheus", "render", "scrape", "summarise"]
+
 Sample = tuple[str, dict[str, str], float]
 
 
 def scrape(targets: list[str]) -> list[Sample]:
+    """Every sample from the targets' /metrics endpoints (host:port or a full URL)."""
     out: list[Sample] = []
     for t in targets:
         url = t if t.startswith("http") else f"http://{t}/metrics"
@@ -74,7 +77,9 @@ def _quantile(samples: list[Sample], name: str, q: float) -> float | None:
 
 
 def summarise(before: list[Sample], after: list[Sample], seconds: float) -> dict[str, Any]:
+    """Rates, latencies, lag, totals, models and drift between two snapshots ``seconds`` apart."""
     def rate(name: str, by: str | None = None, **m: str) -> dict[str, float]:
+        """Per-second increase of a counter over the interval, per value of label ``by``."""
         a, b = _sum(after, name, by, **m), _sum(before, name, by, **m)
         return {k: max(0.0, v - b.get(k, 0.0)) / seconds for k, v in a.items()}
 
@@ -105,7 +110,9 @@ def summarise(before: list[Sample], after: list[Sample], seconds: float) -> dict
 
 
 def render(s: dict[str, Any]) -> str:
+    """The summary as plain-text lines."""
     def ms(x: float | None) -> str:
+        """Seconds as whole milliseconds, or ``n/a``."""
         return "n/a" if x is None else f"{x * 1000:.0f} ms"
 
     lines = [

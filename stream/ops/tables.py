@@ -28,6 +28,7 @@ def key_metrics(meta: dict[str, Any], limit: int = MAX_TABLE_METRICS) -> str:
     flat = flat_metrics(meta.get("metrics", {}))
 
     def rank(name: str) -> tuple[int, str]:
+        """Sort key: preferred metrics first, in their order, then by name."""
         leaf = name.rsplit(".", 1)[-1]
         return (PREFERRED_METRICS.index(leaf) if leaf in PREFERRED_METRICS else len(PREFERRED_METRICS), name)
 

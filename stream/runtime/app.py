@@ -55,6 +55,7 @@ class TopicSink:
         self._in_flight: list[tuple[str, bytes, bytes, Awaitable[Any]]] = []
 
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
+        """Send a message; its delivery is awaited by ``flush``."""
         delivered = await self.topics[topic].send(key=key, value=value)
         self._in_flight.append((topic, key, value, delivered))
 
@@ -117,6 +118,7 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
     # has finished it, i.e. after every event in it has its outcome sent (at-least-once).
     @app.agent(topics[TOPICS["files"]], name="preprocess")
     async def preprocess(stream: faust.Stream) -> None:
+        """Agent: turn file events into feature records (or dead letters), in batches."""
         sink = TopicSink(topics)
         async for events in stream.take_events(worker.PREPROCESS_BATCH, within=worker.PREPROCESS_WITHIN_SECONDS):
             # Storage unreachable: pause on this batch (uncommitted) instead of dead-lettering it.
@@ -126,7 +128,9 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
             await sink.flush()
 
     def score_agent(kind: kinds.Kind) -> None:
+        """Register the agent that scores ``kind``'s feature records."""
         async def score(stream: faust.Stream) -> None:
+            """Agent: score feature records in batches and publish predictions and alerts."""
             sink = TopicSink(topics)
             async for events in stream.take_events(worker.SCORE_BATCH, within=worker.SCORE_WITHIN_SECONDS):
                 batch = [event.value for event in events]
@@ -145,9 +149,11 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
 
         @app.agent(topics[TOPICS["alerts"]], name="filter-alerts")
         async def filter_alerts(stream: faust.Stream) -> None:
+            """Agent: route alerts to the topics of the filters they match."""
             sink = TopicSink(topics)
 
             async def send(topic: str, key: bytes, value: bytes) -> None:
+                """Send to a filter topic, declaring the topic on first use."""
                 if topic not in topics:  # a filter topic (skystream.alerts.<filter>)
                     topics[topic] = app.topic(topic, key_type=bytes, value_type=bytes, internal=False)
                 await sink.send(topic, key, value)
@@ -158,12 +164,14 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
 
         @app.timer(interval=FILTER_POLL_SECONDS, on_leader=False)
         async def reload_filters() -> None:
+            """Reload the filter file when it changed."""
             await router.poll()
 
     worker.start_series()
 
     @app.task
     async def quiet_library_loggers() -> None:
+        """Set the libraries' loggers to the worker's log level."""
         # Runs after the worker has set up logging, which leaves the root logger at DEBUG: the
         # libraries' debug calls then build a record for every message sent (~6 % of a worker's
         # CPU) only to drop it.
@@ -172,6 +180,7 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
 
     @app.task
     async def load_models() -> None:
+        """Load the champion models at start; log the tasks that cannot serve yet."""
         # Load (and verify) the champions at start, so /metrics shows what serves before any input.
         for kind in kinds.KINDS:
             try:
@@ -183,10 +192,12 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
 
     @app.timer(interval=2.0)
     async def export_lag() -> None:
+        """Export the consumer lag to the metrics."""
         await worker.export_lag(app.consumer, exported_lag)
 
     @app.task
     async def follow_model_updates() -> None:
+        """Apply every model update announced on the models topic."""
         # Every worker applies every announcement (hot swap without restart).
         await model_updates.follow(settings_with_broker, scorer)
 

@@ -10,6 +10,8 @@ from typing import Any
 from stream.errors import Rejected
 from stream.runtime.metrics import DEAD_LETTERS
 
+__all__ = ["rejected_record"]
+
 PAYLOAD_LIMIT = 64 * 1024
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 

@@ -22,6 +22,7 @@ __all__ = ["BrokerError", "EmbeddedBroker", "free_port", "tansu_binary"]
 
 
 class BrokerError(RuntimeError):
+    """The embedded broker could not be found or started."""
     pass
 
 
@@ -39,6 +40,7 @@ def tansu_binary() -> Path:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` at the time of the call."""
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -62,9 +64,11 @@ class EmbeddedBroker:
 
     @property
     def bootstrap(self) -> str:
+        """The broker's address, ``host:port``."""
         return f"{self.host}:{self.port}"
 
     def start(self, timeout: float = 15.0) -> EmbeddedBroker:
+        """Start tansu with empty in-memory storage and wait until it accepts connections; return self."""
         url = f"tcp://{self.host}:{self.port}"
         # Memory storage starts empty: a new cluster id says so to every client (tansu's default id is
         # fixed, which would hide that the broker lost every topic, offset and group).
@@ -86,6 +90,7 @@ class EmbeddedBroker:
         raise BrokerError(f"tansu did not answer on {self.bootstrap} within {timeout:.0f} s")
 
     def stop(self) -> None:
+        """Terminate the broker (kill it after 5 s)."""
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:

@@ -16,6 +16,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from stream.settings import Settings
 
+__all__ = ["SCHEME", "Transport"]
+
 SCHEME = "skystream-kafka"
 
 
@@ -33,6 +35,7 @@ class _Consumer(faust_aiokafka.Consumer):
 
 
 class Transport(faust_aiokafka.Transport):
+    """Faust's aiokafka transport, with the consumer whose fetch long-poll is configurable."""
     Consumer = _Consumer
 
 

@@ -43,6 +43,7 @@ class FilterRouter:
             metrics.FILTERS_ACTIVE.set(len(self.file.filters))
 
     async def poll(self) -> None:
+        """Reload the filter file if it changed and create the topics of new filters."""
         self._count(await asyncio.to_thread(self.file.reload_if_changed))
         await self._create_topics()
 

@@ -16,6 +16,19 @@ from aiokafka.errors import TopicAlreadyExistsError
 from stream.runtime.embedded_broker import BrokerError
 from stream.settings import TOPICS, Settings
 
+__all__ = [
+    "ClusterState",
+    "bootstrap_servers",
+    "client_kwargs",
+    "cluster_state",
+    "ensure_topics",
+    "ensure_topics_forever",
+    "faust_broker_url",
+    "min_insync_replicas",
+    "read_to_end",
+    "topic_specs",
+]
+
 log = logging.getLogger(__name__)
 
 

@@ -8,6 +8,37 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
 
+__all__ = [
+    "ALERTS",
+    "ASSIGNED_PARTITIONS",
+    "BROKER_RESETS",
+    "CONSUMER_LAG",
+    "DEAD_LETTERS",
+    "DRIFT_DETECTED",
+    "DRIFT_PSI",
+    "END_TO_END_LATENCY",
+    "FILES_DISCOVERED",
+    "FILES_PUBLISHED",
+    "FILES_REPUBLISHED",
+    "FILES_UNRESOLVED",
+    "FILTERS_ACTIVE",
+    "FILTER_MATCHES",
+    "FILTER_RELOADS",
+    "INFERENCE_BATCH_SIZE",
+    "INFERENCE_SECONDS",
+    "LAST_INPUT",
+    "MESSAGES_PROCESSED",
+    "MODEL",
+    "MODEL_REFUSED",
+    "PAUSED",
+    "PREDICTIONS",
+    "PREDICTION_SCORE",
+    "RETRIES",
+    "STAGE_LATENCY",
+    "serve",
+    "set_model",
+]
+
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 FILES_DISCOVERED = Counter("skystream_files_discovered", "Complete files a watcher found", ["source"])
@@ -70,4 +101,5 @@ def serve(port: int, host: str = "0.0.0.0") -> int:
 
 
 def set_model(task: str, name: str, version: str) -> None:
+    """Record which model name and version serve ``task``."""
     MODEL.labels(task=task).info({"model": name, "version": version})

@@ -59,6 +59,7 @@ class Supervisor:
         self.restarts = 0
 
     def run(self) -> int:
+        """Run the supervised child until SIGTERM/SIGINT; return the exit code."""
         return asyncio.run(self._run())
 
     async def _run(self) -> int:

@@ -31,6 +31,16 @@ from stream.runtime.metrics import (
 from stream.scoring.publish import Sink, send_dead_letter
 from stream.settings import TOPICS, Settings
 
+__all__ = [
+    "PreprocessPool",
+    "export_lag",
+    "extract_from_uri",
+    "preprocess_event",
+    "preprocess_events",
+    "start_series",
+    "until_available",
+]
+
 log = logging.getLogger(__name__)
 
 # Events are taken in batches: Faust's per-iteration cost is paid once per batch.

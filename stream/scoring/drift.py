@@ -24,6 +24,8 @@ import numpy as np
 from stream import kinds
 from stream.runtime.metrics import DRIFT_DETECTED, DRIFT_PSI
 
+__all__ = ["DriftMonitor", "PREDICTED_CLASS", "build_reference", "lightcurve_summary", "psi", "spectrum_summary"]
+
 DEFAULT_WINDOW = 500
 DEFAULT_THRESHOLD = 0.25
 _EPS = 1e-4  # floor for empty bins, so an empty bin costs a finite, large PSI
@@ -94,6 +96,7 @@ def build_reference(kind: str, records: Iterable[dict[str, Any]], labels: Iterab
 
 
 def psi(reference: np.ndarray, live: np.ndarray) -> float:
+    """Population stability index of two histograms (counts or fractions over the same bins)."""
     ref = np.maximum(np.asarray(reference, dtype=float), _EPS)
     cur = np.maximum(np.asarray(live, dtype=float), _EPS)
     ref, cur = ref / ref.sum(), cur / cur.sum()
@@ -121,6 +124,7 @@ class DriftMonitor:
         self._observed = 0  # since this monitor (this model's reference) started
 
     def observe(self, record: dict[str, Any], label: str) -> None:
+        """Add one record's feature summary and its predicted label to the live window."""
         summary = self.summarise(record)
         with self._lock:
             for name, (edges, _) in self.features.items():
@@ -151,6 +155,7 @@ class DriftMonitor:
         return out
 
     def export(self) -> dict[str, float]:
+        """Set the drift gauges from the current window; return the PSI per feature."""
         values = self.values()
         for name, v in values.items():
             DRIFT_PSI.labels(task=self.task, feature=name).set(v)

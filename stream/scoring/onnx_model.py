@@ -9,6 +9,8 @@ import onnxruntime as ort
 
 from stream.models.registry import ModelVersion
 
+__all__ = ["OnnxModel"]
+
 
 class OnnxModel:
     """One loaded model version. ``run`` takes a batch and returns every output by name."""
@@ -27,6 +29,7 @@ class OnnxModel:
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model on float32 copies of ``inputs``; outputs by name."""
         feed = {k: np.asarray(v, dtype=np.float32) for k, v in inputs.items()}
         outputs = self.session.run(None, feed)
         return dict(zip(self.output_names, outputs, strict=True))

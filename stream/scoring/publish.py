@@ -24,13 +24,16 @@ from stream.runtime.metrics import ALERTS, END_TO_END_LATENCY, MESSAGES_PROCESSE
 from stream.scoring.scorer import Scorer
 from stream.settings import TOPICS
 
+__all__ = ["CollectingSink", "Outcome", "Sink", "score_and_publish", "send_dead_letter"]
+
 log = logging.getLogger(__name__)
 
 
 class Sink(Protocol):
     """Where outputs go: a Kafka topic (by name), a message key and the Avro bytes."""
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> None: ...
+    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+        """Send one message to ``topic``; implementations may buffer until a flush."""
 
 
 @dataclass
@@ -40,6 +43,7 @@ class CollectingSink:
     sent: list[tuple[str, bytes, bytes]] = field(default_factory=list)
 
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
+        """Keep the message in ``sent``."""
         self.sent.append((topic, key, value))
 
 

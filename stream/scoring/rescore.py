@@ -16,6 +16,8 @@ from stream.scoring.publish import score_and_publish
 from stream.scoring.scorer import scorer_for
 from stream.settings import Settings
 
+__all__ = ["ProducerSink", "rescore"]
+
 
 class ProducerSink:
     """A sink on an aiokafka producer."""
@@ -24,6 +26,7 @@ class ProducerSink:
         self.producer = producer
 
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
+        """Send the message with the Kafka producer (without waiting for delivery)."""
         await self.producer.send(topic, value, key=key)
 
 

@@ -23,6 +23,8 @@ from stream.scoring.drift import DriftMonitor
 from stream.scoring.onnx_model import OnnxModel
 from stream.settings import Settings
 
+__all__ = ["Scorer", "scorer_for", "top_label"]
+
 log = logging.getLogger(__name__)
 
 
@@ -42,6 +44,7 @@ class Scorer:
         self._lock = threading.Lock()
 
     def model(self, task: str) -> OnnxModel:
+        """The verified champion model of ``task``, loaded on first use; Unavailable when none can serve."""
         with self._lock:
             if task not in self._models:
                 try:
@@ -65,6 +68,7 @@ class Scorer:
             return self._models.get(task)
 
     def swap(self, model: OnnxModel) -> None:
+        """Serve ``model`` from now on (a hot swap)."""
         with self._lock:
             self._install(model)
 

@@ -15,6 +15,8 @@ from stream.errors import Rejected
 from stream.features.spectra import asteroid_id
 from stream.scoring.onnx_model import OnnxModel
 
+__all__ = ["predict_spectra", "prediction_id"]
+
 GRID_ATOL_UM = 1e-6  # the features travel as Avro floats (float32): compare grids to that precision
 
 

@@ -44,6 +44,7 @@ _COLUMNS = ["toi", "tid", "tfopwg_disp", "pl_orbper", "pl_orbpererr1", "pl_tranm
 
 @dataclass(frozen=True)
 class TOI:
+    """One TESS Object of Interest: its disposition and transit ephemeris."""
     name: str  # "TOI-114.01"
     tic_id: int
     disposition: str  # CP, KP, PC, APC, FP, FA
@@ -76,6 +77,7 @@ class TOICatalog:
 
     @classmethod
     def from_csv(cls, path: str | Path) -> TOICatalog:
+        """Read the TOI table CSV (see the module doc), skipping rows without a TIC id."""
         table = Table.read(str(path), format="ascii.csv", comment="#", include_names=_COLUMNS)
         tois = []
         for row in table:
