@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import signal
 import struct
@@ -187,8 +188,9 @@ def observed(tmp_path_factory: pytest.TempPathFactory, smass_dir: Path) -> Itera
                     # Real spectra are linked (never copied); the bad files are ours to move.
                     if f.parent == staged:
                         shutil.move(f, inbox / f.name)
-                    else:
-                        shutil.copy(f, inbox / f.name)
+                    else:  # whole, as a finished download arrives: the watcher runs with --settle 0
+                        shutil.copy(f, inbox / f".{f.name}.part")
+                        os.replace(inbox / f".{f.name}.part", inbox / f.name)
                 fed += len(batch)
                 seen = asyncio.run(read_topics(stack.broker, lambda s, n=fed: s.outcomes() >= n, 120))
                 assert seen.outcomes() >= fed, f"{seen.outcomes()} of {fed} files have an outcome"

@@ -20,6 +20,7 @@ restart) to every file resolved.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import tarfile
@@ -115,10 +116,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=240, help="files before the fault (80 more arrive after it)")
     ap.add_argument("--only", action="append", help="run only this scenario (repeatable)")
+    ap.add_argument("--keep", type=Path, help="work (and keep the processes' logs and ledgers) in this new directory")
     args = ap.parse_args()
     names = args.only or ["worker-kill", "broker-restart", "watcher-restart", "operator-probe"]
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with (contextlib.nullcontext(str(args.keep)) if args.keep else tempfile.TemporaryDirectory()) as tmp:
+        Path(tmp).mkdir(parents=True, exist_ok=True)
         files = spectra(Path(tmp), args.files + 80)
         for i, name in enumerate(names):
             rows.append(scenario(name, files, args.files, Path(tmp) / f"run{i}"))
