@@ -77,7 +77,7 @@ class Settings:
     model_signing_key: str | None = _var("SKYSTREAM_MODEL_SIGNING_KEY", None, "shared secret: publishing stores "
                                          "an HMAC-SHA256 of the ONNX file, workers refuse models without a "
                                          "valid one (never logged)", secret=True)
-    watch_republish_seconds: float = _var("SKYSTREAM_WATCH_REPUBLISH_SECONDS", 900.0, "a watched file with no "
+    watch_republish_seconds: float = _var("SKYSTREAM_WATCH_REPUBLISH_SECONDS", 300.0, "a watched file with no "
                                           "prediction or dead letter after this many seconds is published once "
                                           "more (0: never; a broker that lost its state is noticed at once)", float)
     # Kafka security for production clusters; PLAINTEXT needs none of the rest.
