@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 Send = Callable[[str, bytes, bytes], Awaitable[Awaitable[object]]]
 
 HEX_PREFIX_BYTES = 16
+INLINE_HASH_BYTES = 256 * 1024
 
 
 class Ledger:
@@ -195,11 +196,15 @@ class Watcher:
         FILES_DISCOVERED.labels(source=source.name)  # at 0 from the start, for rate()
 
     def _identify(self, c: Candidate) -> tuple[str, bytes]:
-        """(file_id, head bytes). Local files are hashed whole, in chunks; S3 objects are named by URI+ETag."""
-        head = storage.read_head(c.uri, features.HEAD_BYTES)
+        """(file_id, head bytes). Local files are hashed whole (in chunks when large); S3 objects are
+        named by URI+ETag."""
         if c.etag is not None:
-            return hashlib.sha256(f"{c.uri}\n{c.etag}".encode()).hexdigest(), head
-        return storage.sha256_hex(c.uri), head
+            identity = hashlib.sha256(f"{c.uri}\n{c.etag}".encode()).hexdigest()
+            return identity, storage.read_head(c.uri, features.HEAD_BYTES)
+        if c.size <= INLINE_HASH_BYTES:
+            data = storage.read_bytes(c.uri)
+            return hashlib.sha256(data).hexdigest(), data[: features.HEAD_BYTES]
+        return storage.sha256_hex(c.uri), storage.read_head(c.uri, features.HEAD_BYTES)
 
     def _too_large(self, size: int, kind: str | None) -> Rejected | None:
         limit = self.max_bytes.get(kind, 0) if kind else max(self.max_bytes.values(), default=0)
@@ -237,7 +242,10 @@ class Watcher:
                                  (TOPICS["rejected"], identity.encode(), schemas.encode("Rejected", record)))
                 continue
             try:
-                file_id, head = await asyncio.to_thread(self._identify, c)
+                # A small local file is read and hashed at once (microseconds); anything larger is
+                # hashed in chunks in a thread, so the event loop never waits on it.
+                small = c.etag is None and c.size <= INLINE_HASH_BYTES
+                file_id, head = self._identify(c) if small else await asyncio.to_thread(self._identify, c)
             except ConnectionError as exc:  # storage unreachable (after retries): try again next poll
                 log.warning("cannot read %s now (%s); will retry", c.uri, exc)
                 continue
