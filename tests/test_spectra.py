@@ -95,6 +95,8 @@ def test_spfit_smoothed_fits_are_accepted_and_agree_with_the_spectrum(smass_file
         ("s3://bucket/smass2/a010199.[2]", "10199"),
         ("file:///data/au1996UK.[2]", "1996 UK"),
         ("au1995BM2.spfit.[2]", "1995 BM2"),
+        ("a000185.[1]", "185"),  # SMASS I (Xu et al. 1995)
+        ("au1991XB.[1]", "1991 XB"),
         ("/in/a000004.spfit.[2]", "4"),
         ("file:///in/a000001.%5B2%5D", "1"),
         ("s3://b/k/vesta_irtf.txt", "vesta_irtf"),

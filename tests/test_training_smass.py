@@ -67,6 +67,48 @@ def test_slope_jitter_tilts_each_training_spectrum_about_the_normalisation_point
     assert np.array_equal(plain, data.features)  # off by default
 
 
+def test_issue13_augmentations_keep_the_normalisation_and_crop_with_a_mask():
+    """Cropping holds the ends flat and zeroes the mask there, as the reader does for a spectrum that
+    stops short; curvature and bumps change the shape but keep 1.0 at 0.55 µm; all off = plain augment."""
+    grid = smass.spectra.WAVELENGTH_GRID_UM
+    x = np.tile((1 + 0.5 * (grid - 0.55)).astype(np.float32), (64, 1))
+    cfg = smass.ModelConfig(noise=0.0, edge_cut_prob=0.0, crop_prob=1.0, curvature_jitter=0.05, bump_jitter=0.05,
+                            coverage_mask=True)
+    out, mask = smass.augment_with_mask(x, np.zeros_like(x), np.random.default_rng(0), cfg)
+    k55 = int(np.argmin(np.abs(grid - 0.55)))
+    assert np.allclose(out[:, k55], x[:, k55], atol=1e-5)
+    assert not np.allclose(out, x, atol=1e-3)  # the shape did change
+    assert mask.shape == x.shape and mask[:, k55].all() and (mask.sum(1) < len(grid)).all()
+    first = np.argmax(mask > 0, axis=1)
+    last = len(grid) - 1 - np.argmax(mask[:, ::-1] > 0, axis=1)
+    rows = np.arange(64)
+    assert np.allclose(out[rows, 0], out[rows, first]) and np.allclose(out[rows, -1], out[rows, last])
+    assert (grid[first] <= 0.50 + 1e-9).all() and (grid[last] >= 0.82 - 1e-9).all()  # crop limits
+    off = smass.ModelConfig(crop_prob=0.0, curvature_jitter=0.0, bump_jitter=0.0, coverage_mask=False)
+    plain = smass.augment(x, np.zeros_like(x), np.random.default_rng(0), off)
+    with_mask, full = smass.augment_with_mask(x, np.zeros_like(x), np.random.default_rng(0), off)
+    assert np.array_equal(plain, with_mask)
+    assert (full[:, first.max() + 1:last.min()] == 1).all()
+
+
+@pytest.mark.train
+def test_a_coverage_mask_model_ignores_values_outside_the_coverage():
+    """The coverage-mask model takes (reflectance, coverage) and whatever stands where coverage is 0
+    does not change its answer: a held-flat or garbage end is not data."""
+    pytest.importorskip("tensorflow", reason="the model needs the train extra (TensorFlow)")
+    grid = smass.spectra.WAVELENGTH_GRID_UM
+    cfg = smass.ModelConfig(members=1, coverage_mask=True)
+    _, serve = smass.build_model(cfg, len(grid))
+    assert [i.name for i in serve.inputs] == [smass.INPUT_NAME, smass.COVERAGE_NAME]
+    x = np.tile((1 + 0.5 * (grid - 0.55)).astype(np.float32), (2, 1))
+    changed = x.copy()
+    changed[:, :5] = 3.0
+    cov = np.ones_like(x)
+    cov[:, :5] = 0.0
+    assert np.allclose(smass.predict(serve, x, cov)[0], smass.predict(serve, changed, cov)[0], atol=1e-6)
+    assert not np.allclose(smass.predict(serve, x)[0], smass.predict(serve, changed)[0], atol=1e-6)
+
+
 @pytest.mark.train
 def test_model_sees_band_shape_apart_from_slope_and_folds_bus_classes_into_main_groups():
     """The fixed in-model maps: the continuum channel is blind to slope (a straight line gives zero),
