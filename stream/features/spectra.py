@@ -412,7 +412,9 @@ def spectrum_features(data: bytes, *, uri: str, file_id: str, detected_at_ms: in
     """A SpectrumFeatures record (schemas/avro/spectrum_features.avsc) for one file's bytes."""
     spectrum = read_spectrum(data, name=uri)
     try:
-        values, quality = resample(spectrum)
+        # One set of features for every model: a model without a coverage input still rejects a spectrum
+        # below MIN_COVERAGE, in the predictor (stream/scoring/spectrum_predictor.py).
+        values, quality = resample(spectrum, min_coverage=MIN_COVERAGE_MASKED)
     except Rejected as exc:
         raise Rejected(exc.reason, f"{uri}: {exc}") from None
     return {
