@@ -166,6 +166,16 @@ def test_quick_training_run_exports_checks_and_publishes(tmp_path):
     assert {"inputs", "outputs"} <= set(meta["io"]) and meta["io"]["inputs"][0]["shape"] == [None, 97]
     assert meta["drift_reference"]["features"] and meta["drift_reference"]["classes"]["names"]
     assert meta["seeds"]["seed"] == 0 and meta["code"]["git"]
+    # The issue-13 recipe is the default: a coverage input, the temperature and border rule with their
+    # provenance, and the cross-instrument check (SMASS I through the stream's reader and predictor).
+    assert [i["name"] for i in meta["io"]["inputs"]] == [smass.INPUT_NAME, smass.COVERAGE_NAME]
+    assert meta["coverage_name"] == smass.COVERAGE_NAME and set(meta["smoke_test"]["inputs"]) == {
+        smass.INPUT_NAME, smass.COVERAGE_NAME}
+    assert meta["calibration"]["temperature"] == 1.8 and "RESULTS.md" in meta["calibration"]["provenance"]
+    assert meta["border_rule"]["pairs"] == [["S", "Other"], ["C", "X"]]
+    s1 = meta["metrics"]["smass1"]
+    assert s1["n_scored"] + s1["n_rejected"] == 99 and 0 <= s1["weighted_f1"] <= 1
+    assert np.array(s1["confusion_matrix"]["counts"]).sum() == s1["n_scored"]
 
     # The published model serves: smoke test passes, and predictions are valid messages.
     from stream.features.spectra import spectrum_features

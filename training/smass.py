@@ -46,16 +46,18 @@ if TYPE_CHECKING:
     from training.gate import EvalSet
 
 __all__ = [
-    "BUS_CLASS_NAMES", "BUS_TO_GROUP", "DEFAULT_DATA", "GROUP_NAMES", "MAIN_GROUPS", "MODEL_NAME", "TASK",
-    "Evaluation", "Exported", "Loaded", "ModelConfig", "SmassData", "TaxonomyEntry", "add_arguments",
-    "build_metadata", "build_model", "bus_to_group_matrix", "check_arguments", "cross_validate",
-    "development_split", "evaluate", "evaluate_protocol", "export_and_verify", "fit", "grid_sigma",
-    "iter_tar_spectra", "load", "load_smass", "override_config", "parse_taxonomy", "predict", "protocol",
-    "publish", "run", "survey_variants", "tilt", "train_model",
+    "BUS_CLASS_NAMES", "BUS_TO_GROUP", "COVERAGE_NAME", "DEFAULT_DATA", "DEFAULT_SMASS1", "GROUP_NAMES",
+    "MAIN_GROUPS", "MODEL_NAME", "TASK", "Evaluation", "Exported", "Loaded", "ModelConfig", "SmassData",
+    "TaxonomyEntry", "add_arguments", "augment_with_mask", "border_rule", "build_metadata", "build_model",
+    "bus_to_group_matrix", "check_arguments", "coverage_masks", "coverage_rows", "cross_validate",
+    "development_split", "evaluate", "evaluate_cross_survey", "evaluate_protocol", "export_and_verify", "fit",
+    "grid_sigma", "iter_tar_spectra", "load", "load_smass", "override_config", "parse_taxonomy", "predict",
+    "protocol", "publish", "run", "survey_variants", "tilt", "train_model",
 ]
 
 ORIGIN = "http://smass.mit.edu/smass.html (Bus & Binzel 2002, Icarus 158, 146): smass2data.tar.gz, Bus.Taxonomy.txt"
 DEFAULT_DATA = shared_data() / "smass2"
+DEFAULT_SMASS1 = shared_data() / "smass1" / "smass1data.tar.gz"  # issue 13: the cross-instrument check
 
 # Main groups: Bus & Binzel's C, S and X complexes, and every other class as Other. Q (and unclassified
 # "-") belong to none: such spectra are left out of training (SMASSII holds no Q spectrum, so nothing is lost).
@@ -253,16 +255,18 @@ class ModelConfig:
     edge_cut_prob: float = 0.3  # fraction of samples whose ends are held flat, as for narrower spectra
     edge_cut_max: int = 10  # grid cells (0.05 µm) per end
     slope_jitter: float = 0.0  # spectra multiplied by 1 + s·(λ - 0.55 µm), s ~ U(-a, a) per µm (0 = off)
-    # Issue 13 (spectra from other instruments; docs/experiments/issue13/RESULTS.md): off by default.
+    # Issue 13 (spectra from other instruments; docs/experiments/issue13/RESULTS.md). Since smass v2 the
+    # default is that recipe: coverage mask + crop 0.5 + curvature 0.02 + bump 0.02 (slope jitter stays off:
+    # slope is what separates C from X); shape_only, smooth_max and blue_edge_um were not run and stay off.
     slope_dist: str = "uniform"  # "uniform": s ~ U(-a, a); "normal": s ~ N(0, a) clipped at ±3a
-    curvature_jitter: float = 0.0  # × (1 + c·(u² - 1/3)), u = (λ - 0.68)/0.24, c ~ N(0, this), renormalised at 0.55 µm
-    crop_prob: float = 0.0  # fraction of samples cropped to [U(0.44, crop_start_max), U(crop_end_min, 0.92)] µm
+    curvature_jitter: float = 0.02  # × (1 + c·(u² - 1/3)), u = (λ - 0.68)/0.24, c ~ N(0, this), renormalised at 0.55 µm
+    crop_prob: float = 0.5  # fraction of samples cropped to [U(0.44, crop_start_max), U(crop_end_min, 0.92)] µm
     crop_start_max: float = 0.50
     crop_end_min: float = 0.82
     smooth_max: float = 0.0  # Gaussian smoothing of half the samples, sigma ~ U(0, this) grid cells (resolution)
-    coverage_mask: bool = False  # second model input "coverage" (1 = grid point inside the data); uncovered -> 1.0
+    coverage_mask: bool = True  # second model input "coverage" (1 = grid point inside the data); uncovered -> 1.0
     shape_only: bool = False  # CNN sees only the slope-removed spectrum; the LS slope enters as one scalar feature
-    bump_jitter: float = 0.0  # × (1 + a·exp(-(λ-μ)²/2w²)), a ~ N(0, this), μ ~ U(0.70, 0.92), w ~ U(0.03, 0.08) µm
+    bump_jitter: float = 0.02  # × (1 + a·exp(-(λ-μ)²/2w²)), a ~ N(0, this), μ ~ U(0.70, 0.92), w ~ U(0.03, 0.08) µm
     blue_edge_um: float = 0.0  # with coverage_mask: grid points below this always count as uncovered (in the model)
 
 
@@ -750,7 +754,10 @@ def build_metadata(data: SmassData, cfg: ModelConfig, args: argparse.Namespace, 
 
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     smoke_x = data.features[smoke_idx]
-    smoke_out = session.run(None, {INPUT_NAME: smoke_x})
+    smoke_in = {INPUT_NAME: smoke_x}
+    if cfg.coverage_mask:
+        smoke_in[COVERAGE_NAME] = coverage_masks(data)[smoke_idx]
+    smoke_out = session.run(None, smoke_in)
     here = Path(__file__).resolve()
     return {
         "name": MODEL_NAME,
@@ -763,6 +770,10 @@ def build_metadata(data: SmassData, cfg: ModelConfig, args: argparse.Namespace, 
         "wavelength_grid_um": grid,
         "preprocessing": spectra.PREPROCESSING_VERSION,
         "input_name": INPUT_NAME,
+        **({"coverage_name": COVERAGE_NAME, "min_coverage": spectra.MIN_COVERAGE_MASKED} if cfg.coverage_mask else {}),
+        **({"calibration": {"temperature": TEMPERATURE, "method": "temperature scaling of the main-group "
+                            "probabilities", "provenance": TEMPERATURE_PROVENANCE},
+            "border_rule": border_rule(data)} if cfg.coverage_mask else {}),
         "output_names": outputs,
         "io": io,
         "metrics": {"cv": cv, "onnx_vs_keras": check,
@@ -775,7 +786,7 @@ def build_metadata(data: SmassData, cfg: ModelConfig, args: argparse.Namespace, 
             "skipped": {k: len(v) for k, v in data.skipped.items()},
         },
         "drift_reference": build_reference("spectrum", records, [GROUP_NAMES[i] for i in train_pred.argmax(1)]),
-        "smoke_test": {"inputs": {INPUT_NAME: smoke_x.tolist()},
+        "smoke_test": {"inputs": {name: v.tolist() for name, v in smoke_in.items()},
                        "outputs": {name: out.tolist() for name, out in zip(outputs.values(), smoke_out, strict=True)},
                        "atol": 1e-4, "objects": [data.objects[i] for i in smoke_idx]},
         "seeds": {"seed": args.seed, "cv_split_seed": args.seed},
@@ -788,6 +799,31 @@ def build_metadata(data: SmassData, cfg: ModelConfig, args: argparse.Namespace, 
         "libraries": library_versions(),
         "training_seconds": round(seconds, 1),
     }
+
+
+# Issue 13: temperature and border flag of the recipe, written into the metadata (stream/scoring/calibration.py).
+# T was fitted (NLL) on simulated-instrument out-of-fold predictions (slope N(0, 0.12)/µm, curvature and
+# bumps N(0, 0.03), random crop) of the dev split, 4-fold CV, seeds 0/1/2: 1.76-1.80. Not refitted per run
+# (that costs four more trainings); recorded with its provenance.
+TEMPERATURE = 1.8
+TEMPERATURE_PROVENANCE = ("fitted on simulated-instrument out-of-fold predictions of the dev split, "
+                          "docs/experiments/issue13/RESULTS.md (section 3; 1.76-1.80 over seeds 0/1/2)")
+BORDER_MARGIN = 0.2  # calibrated top-two margin below which an S/Other or C/X answer is flagged
+CX_SLOPE_BAND_PER_UM = 0.10  # the typical instrument slope difference (RESULTS.md section 1)
+
+
+def border_rule(data: SmassData) -> dict:
+    """The border flag's rule (fixed in advance, docs/experiments/issue13/RESULTS.md section 3), with the
+    C|X slope boundary = midpoint of the C and X median slopes of the training spectra."""
+    from stream.scoring.calibration import normalised_slope
+
+    slopes = np.array([normalised_slope(row) for row in data.features])
+    c, x = GROUP_NAMES.index("C"), GROUP_NAMES.index("X")
+    boundary = 0.5 * (np.median(slopes[data.group == c]) + np.median(slopes[data.group == x]))
+    return {"pairs": [["S", "Other"], ["C", "X"]], "margin": BORDER_MARGIN, "bus_runner_up": True,
+            "cx_slope_boundary_per_um": round(float(boundary), 4), "cx_slope_band_per_um": CX_SLOPE_BAND_PER_UM,
+            "provenance": "docs/experiments/issue13/RESULTS.md section 3 (rule fixed before SMASS I was scored); "
+                          "boundary from the training spectra"}
 
 
 DEV_SPLIT_SEED = 12345  # the one stratified 80/20 development split of docs/experiments/smass-protocol.md
@@ -835,6 +871,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="TensorFlow threads (default 2: shared machine)")
     parser.add_argument("--registry", default=None, help="registry URI (default: Settings().registry, "
                         f"now {Settings().registry!r})")
+    parser.add_argument("--smass1", type=Path, default=DEFAULT_SMASS1,
+                        help="SMASS I archive (smass1data.tar.gz) scored as a cross-instrument check and recorded "
+                             "in the metadata (metrics.smass1); skipped when missing (default: %(default)s)")
     parser.add_argument("--report", type=Path, default=None, help="also write the metrics report as JSON here")
     parser.add_argument("--bundle", action="store_true",
                         help="write the model into stream/bundled/registry (the shipped baseline) instead")
@@ -865,7 +904,7 @@ def run(args: argparse.Namespace) -> TrainResult:
     problem = check_arguments(args)
     if problem:
         return TrainResult(TASK, "invalid_arguments", message=problem)
-    loaded = load(args, limit)
+    loaded = load(args, limit, cfg)
     if args.dev_split:
         return evaluate_protocol(args, loaded, cfg, folds)
     model = fit(args, loaded, cfg)
@@ -885,6 +924,7 @@ class Loaded:
     variants: dict[str, np.ndarray]  # the spectra as other surveys would deliver them (survey_variants)
     feedback: Merged | None = None  # with --with-labels
     eval_set: EvalSet | None = None  # with --with-labels: held out of training and CV, scored by the gate
+    variant_masks: dict[str, np.ndarray] = field(default_factory=dict)  # coverage of each variant's rows
 
 
 @dataclass
@@ -932,7 +972,7 @@ def check_arguments(args: argparse.Namespace) -> str | None:
     return None
 
 
-def load(args: argparse.Namespace, limit: int | None) -> Loaded:
+def load(args: argparse.Namespace, limit: int | None, cfg: ModelConfig | None = None) -> Loaded:
     """The labelled spectra (curated labels applied with --with-labels, which also holds out the gate's
     evaluation set) and, unless --dev-split, their other-survey variants."""
     feedback = None
@@ -959,8 +999,13 @@ def load(args: argparse.Namespace, limit: int | None) -> Loaded:
         data = _subset(data, np.flatnonzero(train_rows))
         _log(f"evaluation set: {len(eval_set)} spectra held out of training and CV (sha256 {eval_set.sha256[:12]}); "
              f"{len(data.objects)} left for training")
-    variants = {} if args.dev_split else survey_variants(data, load_smass(args.data_dir, smoothed=True))
-    return Loaded(data, variants, feedback, eval_set)
+    masked = (cfg or ModelConfig()).coverage_mask
+    variant_masks: dict[str, np.ndarray] = {}
+    # Variants as the stream would score them: with the coverage rule of this kind of model.
+    variants = {} if args.dev_split else survey_variants(
+        data, load_smass(args.data_dir, smoothed=True),
+        min_coverage=spectra.MIN_COVERAGE_MASKED if masked else None, masks=variant_masks)
+    return Loaded(data, variants, feedback, eval_set, variant_masks)
 
 
 def fit(args: argparse.Namespace, loaded: Loaded, cfg: ModelConfig):
@@ -970,15 +1015,20 @@ def fit(args: argparse.Namespace, loaded: Loaded, cfg: ModelConfig):
     _log(f"final model on all {len(data.objects)} spectra")
     sigma = np.stack([grid_sigma(s, v) for s, v in zip(data.spectra, data.features, strict=True)])
     return train_model(cfg, data.features, sigma, data.group, data.bus, seed=args.seed, threads=args.threads,
-                       label="  final ", log=_log)
+                       label="  final ", log=_log, mask=coverage_masks(data))
 
 
 def export_and_verify(model, data: SmassData) -> Exported:
     """ONNX bytes of the model, checked against Keras on every training spectrum."""
     from training.keras_export import compare_onnx_keras, export_onnx
 
-    onnx_bytes = export_onnx(model, {INPUT_NAME: (None, data.features.shape[1])})
-    check = compare_onnx_keras(model, onnx_bytes, {INPUT_NAME: data.features})
+    shapes = {INPUT_NAME: (None, data.features.shape[1])}
+    feed = {INPUT_NAME: data.features}
+    if len(model.inputs) > 1:  # ModelConfig.coverage_mask
+        shapes[COVERAGE_NAME] = (None, data.features.shape[1])
+        feed[COVERAGE_NAME] = coverage_masks(data)
+    onnx_bytes = export_onnx(model, shapes)
+    check = compare_onnx_keras(model, onnx_bytes, feed)
     _log(f"ONNX vs Keras on {check['n_samples']} spectra: max |diff| {check['max_abs_diff']:.2e}, "
          f"argmax agreement {check['argmax_agreement']:.4f}; ONNX {len(onnx_bytes) / 1024:.0f} KiB")
     return Exported(onnx_bytes, check, agrees=check["argmax_agreement"] >= 1.0)
@@ -992,15 +1042,19 @@ def evaluate(args: argparse.Namespace, loaded: Loaded, cfg: ModelConfig, folds: 
 
     cv = None
     if folds >= 2:
-        cv = cross_validate(loaded.data, cfg, folds, args.seed, args.threads, loaded.variants, log=_log)
+        cv = cross_validate(loaded.data, cfg, folds, args.seed, args.threads, loaded.variants, log=_log,
+                            variant_masks=loaded.variant_masks)
         mg, bus = cv["main_group"], cv["bus_class"]
         _log(f"CV main-group weighted F1 {mg['weighted_f1_mean']:.4f} ± {mg['weighted_f1_std']:.4f} "
              f"(pooled {mg['weighted_f1_pooled']:.4f}); Bus accuracy {bus['accuracy_pooled']:.4f}")
         for name, r in cv["other_surveys_simulated"].items():
             _log(f"  {name}: weighted F1 {r.get('weighted_f1', float('nan')):.4f} on {r['n_scored']} "
                  f"({r['n_rejected']} rejected)")
-    train_pred = ort.InferenceSession(exported.onnx_bytes, providers=["CPUExecutionProvider"]).run(
-        None, {INPUT_NAME: loaded.data.features})[0]
+    session = ort.InferenceSession(exported.onnx_bytes, providers=["CPUExecutionProvider"])
+    feed = {INPUT_NAME: loaded.data.features}
+    if cfg.coverage_mask:
+        feed[COVERAGE_NAME] = coverage_masks(loaded.data)
+    train_pred = session.run(None, feed)[0]
     return Evaluation(cv, train_pred)
 
 
@@ -1028,7 +1082,12 @@ def publish(args: argparse.Namespace, loaded: Loaded, cfg: ModelConfig, exported
 
     metadata = build_metadata(loaded.data, cfg, args, exported.onnx_bytes, evaluation.cv, exported.check,
                               evaluation.train_pred, seconds)
-    report = {"cv": evaluation.cv, "onnx_vs_keras": exported.check, "training_seconds": round(seconds, 1)}
+    smass1 = getattr(args, "smass1", None)
+    if smass1 and smass1.exists():
+        metadata["metrics"]["smass1"] = evaluate_cross_survey(exported.onnx_bytes, metadata, smass1,
+                                                              args.data_dir / "Bus.Taxonomy.txt")
+    report = {"cv": evaluation.cv, "onnx_vs_keras": exported.check, "training_seconds": round(seconds, 1),
+              "smass1": metadata["metrics"].get("smass1")}
     extra = {"config": dataclasses.asdict(cfg), "onnx_bytes": len(exported.onnx_bytes)}
     if loaded.feedback is not None:
         from training.gate import argmax_metrics, gate_and_publish, gate_metadata
@@ -1049,6 +1108,20 @@ def publish(args: argparse.Namespace, loaded: Loaded, cfg: ModelConfig, exported
     report.update(registry=uri, version=version, **extra)
     return TrainResult(TASK, "published", report, version, uri, report_path=_write_report(args.report, report),
                        message=f"{TASK} v{version} ({MODEL_NAME}) to {uri} in {seconds:.0f} s")
+
+
+def evaluate_cross_survey(onnx_bytes: bytes, metadata: dict, archive: Path, taxonomy_path: Path) -> dict:
+    """SMASS I (another instrument) scored through the stream's reader and predictor with this model and
+    its metadata (coverage input, calibration, border flag): training/cross_survey.py."""
+    from stream.models.registry import ModelVersion
+    from stream.scoring.onnx_model import OnnxModel
+    from training.cross_survey import evaluate_smass1
+
+    result = evaluate_smass1(OnnxModel(ModelVersion(TASK, "candidate", onnx_bytes, metadata)), archive, taxonomy_path)
+    _log(f"SMASS I (other instrument): weighted F1 {result['weighted_f1']:.4f} on {result['n_scored']} "
+         f"({result['n_rejected']} rejected); ECE {result['ece_top_class']:.3f}; "
+         f"flagged {result['border_flagged_fraction']:.0%}")
+    return result
 
 
 def _write_report(path: Path | None, report: dict) -> Path | None:
