@@ -409,6 +409,8 @@ def test_a_narrow_spectrum_is_scored_by_a_coverage_model_and_refused_by_an_old_o
     # What the reader holds flat outside 0.50-0.82 µm does not count: change it and the answer stays.
     covered = spectra.coverage_mask(cut["quality"])
     assert covered.sum() == 65
+    _, wired = schemas.decode(schemas.encode("SpectrumFeatures", _cut_record(smass_files, "a000001.[2]", 0.49, 0.83)))
+    assert wired["quality"]["min_um"] != 0.49 and spectra.coverage_mask(wired["quality"]).sum() == 69  # 0.49..0.83
     garbage = dict(cut, reflectance=np.where(covered > 0, cut["reflectance"], 5.0).tolist())
     assert predict_spectra(masked, [garbage])[0]["probabilities"] == p["probabilities"]
     assert predict_spectra(masked, [full])[0]["probabilities"] != p["probabilities"]

@@ -304,9 +304,13 @@ def _integral(x: np.ndarray, y: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def coverage_mask(quality: dict[str, Any]) -> np.ndarray:
-    """(grid,) float32: 1 where the grid point lies inside the data's [min_um, max_um] (``resample``'s quality)."""
+    """(grid,) float32: 1 where the grid point lies inside the data's [min_um, max_um] (``resample``'s quality).
+
+    The quality travels as Avro floats: 0.49 comes back as 0.49000001, so the ends are compared to float32
+    precision (1e-6 µm, far below the 0.005 µm grid step), or a covered edge point would read as uncovered.
+    """
     grid = WAVELENGTH_GRID_UM
-    return ((grid >= quality["min_um"] - 1e-9) & (grid <= quality["max_um"] + 1e-9)).astype(np.float32)
+    return ((grid >= quality["min_um"] - 1e-6) & (grid <= quality["max_um"] + 1e-6)).astype(np.float32)
 
 
 def resample(spectrum: Spectrum, min_coverage: float | None = None) -> tuple[np.ndarray, dict[str, Any]]:
