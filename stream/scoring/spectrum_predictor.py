@@ -101,7 +101,8 @@ def predict_spectra(model: OnnxModel, features: list[dict[str, Any]], toi: Any =
         inputs[coverage_name] = np.stack([coverage_mask(record["quality"]) for record in features])
     out = model.run(inputs)
     temperature = (meta.get("calibration") or {}).get("temperature")
-    calibrated = temper(out[out_group], temperature) if temperature else None
+    # float32, as the messages carry them: a prediction is the same before and after its Avro round trip.
+    calibrated = temper(out[out_group], temperature).astype(np.float32) if temperature else None
     rule = meta.get("border_rule")
     bus_to_group = meta.get("bus_to_main_group") or {}
     results = []
