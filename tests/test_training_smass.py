@@ -56,15 +56,17 @@ def test_survey_variants_go_through_the_serving_preprocessing():
 
 def test_slope_jitter_tilts_each_training_spectrum_about_the_normalisation_point():
     data = smass.load_smass(require_data("smass2"), limit=40)
-    cfg = smass.ModelConfig(noise=0.0, edge_cut_prob=0.0, slope_jitter=0.1)
+    # The issue-13 recipe (crop, curvature, bumps) is the default since smass v2: off here, to see the tilt alone.
+    recipe_off = {"crop_prob": 0.0, "curvature_jitter": 0.0, "bump_jitter": 0.0}
+    cfg = smass.ModelConfig(noise=0.0, edge_cut_prob=0.0, slope_jitter=0.1, **recipe_off)
     out = smass.augment(data.features, np.zeros_like(data.features), np.random.default_rng(0), cfg)
     grid = smass.spectra.WAVELENGTH_GRID_UM - 0.55
     slopes = np.array([np.polyfit(grid, row, 1)[0] for row in out / data.features])
     assert np.allclose(out / data.features, 1 + slopes[:, None] * grid, atol=1e-5)  # a pure tilt
     assert np.all(np.abs(slopes) <= 0.1) and slopes.std() > 0.04  # drawn per spectrum within ±0.1 per µm
     plain = smass.augment(data.features, np.zeros_like(data.features), np.random.default_rng(0),
-                          smass.ModelConfig(noise=0.0, edge_cut_prob=0.0))
-    assert np.array_equal(plain, data.features)  # off by default
+                          smass.ModelConfig(noise=0.0, edge_cut_prob=0.0, **recipe_off))
+    assert np.array_equal(plain, data.features)  # slope jitter is off by default
 
 
 def test_issue13_augmentations_keep_the_normalisation_and_crop_with_a_mask():
@@ -118,17 +120,18 @@ def test_model_sees_band_shape_apart_from_slope_and_folds_bus_classes_into_main_
     import keras
 
     data = smass.load_smass(require_data("smass2"), limit=20)
-    cfg = smass.ModelConfig(members=2, continuum=True, bus_vote=True)
+    cfg = smass.ModelConfig(members=2, continuum=True, bus_vote=True)  # with the coverage input (the default)
     train, serve = smass.build_model(cfg, data.features.shape[1])
     grid = smass.spectra.WAVELENGTH_GRID_UM
     line = (1.0 + 0.8 * (grid - 0.55)).astype(np.float32)[None, :]  # a pure red slope, no band
+    full = np.ones_like(data.features)
     continuum = keras.Model(serve.inputs, serve.get_layer("continuum_removed").output)
-    assert np.abs(continuum.predict(line, verbose=0)).max() < 1e-5
-    residual = continuum.predict(data.features, verbose=0)
+    assert np.abs(continuum.predict([line, full[:1]], verbose=0)).max() < 1e-5
+    residual = continuum.predict([data.features, full], verbose=0)
     assert np.abs(residual).max() > 0.05  # real spectra keep their band shape
 
-    group, bus = serve.predict(data.features, verbose=0)
-    members = train.predict(data.features, verbose=0)
+    group, bus = serve.predict([data.features, full], verbose=0)
+    members = train.predict([data.features, full], verbose=0)
     head = np.mean([members[f"group_{m}"] for m in range(cfg.members)], axis=0)
     assert group == pytest.approx((head + bus @ smass.bus_to_group_matrix()) / 2, abs=1e-5)
     assert group.sum(axis=1) == pytest.approx(1.0, abs=1e-5)
