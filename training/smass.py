@@ -994,7 +994,9 @@ def load(args: argparse.Namespace, limit: int | None, cfg: ModelConfig | None = 
         from training.gate import make_eval_set
 
         # Fixed by object identity, so the same objects stay out of every retrained model.
-        eval_set, train_rows = make_eval_set({INPUT_NAME: data.features}, data.group, data.objects,
+        # Both inputs: the gate feeds each model (champion, candidate) the ones it takes.
+        eval_set, train_rows = make_eval_set({INPUT_NAME: data.features, COVERAGE_NAME: coverage_masks(data)},
+                                             data.group, data.objects,
                                              name="SMASSII held-out objects, curated labels applied")
         data = _subset(data, np.flatnonzero(train_rows))
         _log(f"evaluation set: {len(eval_set)} spectra held out of training and CV (sha256 {eval_set.sha256[:12]}); "
