@@ -11,6 +11,12 @@ heads, main group and Bus class. One ONNX file, ~0.4 MB. The protocol (``ModelCo
 by 4-fold CV on an 80 % development split only; docs/experiments/smass-protocol.md has the rounds,
 the variants tried and their numbers.
 
+Since smass v2 (issue 13) the model also takes ``coverage`` (1 where the grid point lies inside the data)
+and the default protocol trains with random crops and smooth instrument-like distortions, so spectra
+from other instruments and narrower ranges (≥ ``MIN_COVERAGE_MASKED`` of the grid) are scored; the
+metadata carries a temperature and the border-flag rule, and the SMASS I cross-instrument check
+(training/cross_survey.py). docs/experiments/issue13/RESULTS.md has the research.
+
 A run is load → fit (the final model on all spectra) → export to ONNX and verify against Keras →
 evaluate (stratified k-fold CV of the same protocol, which includes the development 80 %, so read it
 as slightly optimistic) → publish (through the promotion gate with ``--with-labels``):
