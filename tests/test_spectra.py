@@ -95,6 +95,8 @@ def test_spfit_smoothed_fits_are_accepted_and_agree_with_the_spectrum(smass_file
         ("s3://bucket/smass2/a010199.[2]", "10199"),
         ("file:///data/au1996UK.[2]", "1996 UK"),
         ("au1995BM2.spfit.[2]", "1995 BM2"),
+        ("a000185.[1]", "185"),  # SMASS I (Xu et al. 1995)
+        ("au1991XB.[1]", "1991 XB"),
         ("/in/a000004.spfit.[2]", "4"),
         ("file:///in/a000001.%5B2%5D", "1"),
         ("s3://b/k/vesta_irtf.txt", "vesta_irtf"),
@@ -351,3 +353,107 @@ def test_preprocessing_still_matches_what_the_bundled_model_was_trained_on(bundl
     by_object = {spectra.object_name(n): d for n, d in smass_files.items() if ".spfit" not in n}
     for obj, stored in zip(ref["objects"], ref["inputs"][bundled_model.metadata["input_name"]], strict=True):
         assert np.array_equal(np.float32(_features(by_object[obj])["reflectance"]), np.float32(stored)), obj
+
+
+# -- coverage-mask models, calibration and the border flag (issue 13) ---------------------------------
+def _cut_record(smass_files, name: str, lo: float, hi: float) -> dict:
+    cols = _smass_columns(smass_files[name])
+    keep = (cols[:, 0] >= lo) & (cols[:, 0] <= hi) & (cols[:, 1] > 0)
+    return _features(_table(cols[keep, 0], cols[keep, 1], cols[keep, 2]), uri=f"file:///in/{name}")
+
+
+def _masked_model(calibration: dict | None = None, border_rule: dict | None = None):
+    """A tiny ONNX model with the coverage input: softmax((reflectance · coverage) @ W). Its answer
+    depends on every covered grid point and on nothing where coverage is 0."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from stream.models.registry import ModelVersion
+    from stream.scoring.onnx_model import OnnxModel
+    from training.smass import BUS_CLASS_NAMES, BUS_TO_GROUP, GROUP_NAMES  # numpy only
+
+    n = len(GRID)
+    rng = np.random.default_rng(0)
+    w_group = numpy_helper.from_array(rng.normal(0, 3, (n, 4)).astype(np.float32), "w_group")
+    w_bus = numpy_helper.from_array(rng.normal(0, 3, (n, 25)).astype(np.float32), "w_bus")
+    nodes = [helper.make_node("Mul", ["reflectance", "coverage"], ["masked"]),
+             helper.make_node("MatMul", ["masked", "w_group"], ["zg"]),
+             helper.make_node("Softmax", ["zg"], ["main_group"], axis=1),
+             helper.make_node("MatMul", ["masked", "w_bus"], ["zb"]),
+             helper.make_node("Softmax", ["zb"], ["bus_class"], axis=1)]
+    graph = helper.make_graph(
+        nodes, "masked", [helper.make_tensor_value_info(i, TensorProto.FLOAT, [None, n]) for i in ("reflectance",
+                                                                                                    "coverage")],
+        [helper.make_tensor_value_info("main_group", TensorProto.FLOAT, [None, 4]),
+         helper.make_tensor_value_info("bus_class", TensorProto.FLOAT, [None, 25])], [w_group, w_bus])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    meta = {"name": "masked-test", "wavelength_grid_um": GRID.tolist(), "input_name": "reflectance",
+            "coverage_name": "coverage", "output_names": {"main_group": "main_group", "bus_class": "bus_class"},
+            "class_names": list(GROUP_NAMES), "bus_class_names": list(BUS_CLASS_NAMES),
+            "bus_to_main_group": BUS_TO_GROUP, "calibration": calibration, "border_rule": border_rule}
+    return OnnxModel(ModelVersion("smass", "7", proto.SerializeToString(), meta))
+
+
+def test_a_narrow_spectrum_is_scored_by_a_coverage_model_and_refused_by_an_old_one(smass_files):
+    """0.50-0.82 µm (67 % of the grid) gets features; a model with a coverage input scores it from the
+    covered points only; a model without one (smass v1) rejects it as before, and scores the rest."""
+    from stream.models.registry import BUNDLED, LocalRegistry
+    from stream.scoring.onnx_model import OnnxModel
+    from stream.scoring.spectrum_predictor import predict_spectra
+
+    cut = _cut_record(smass_files, "a000001.[2]", 0.50, 0.82)
+    assert cut["quality"]["coverage_fraction"] == pytest.approx(65 / 97)
+    full = _features(smass_files["a000001.[2]"], uri="file:///in/a000001.[2]")
+    masked = _masked_model()
+    [p] = predict_spectra(masked, [cut])
+    # What the reader holds flat outside 0.50-0.82 µm does not count: change it and the answer stays.
+    covered = spectra.coverage_mask(cut["quality"])
+    assert covered.sum() == 65
+    _, wired = schemas.decode(schemas.encode("SpectrumFeatures", _cut_record(smass_files, "a000001.[2]", 0.49, 0.83)))
+    assert wired["quality"]["min_um"] != 0.49 and spectra.coverage_mask(wired["quality"]).sum() == 69  # 0.49..0.83
+    garbage = dict(cut, reflectance=np.where(covered > 0, cut["reflectance"], 5.0).tolist())
+    assert predict_spectra(masked, [garbage])[0]["probabilities"] == p["probabilities"]
+    assert predict_spectra(masked, [full])[0]["probabilities"] != p["probabilities"]
+
+    old = OnnxModel(LocalRegistry(BUNDLED, seed_from=None).load("smass", "1"))
+    assert old.metadata.get("coverage_name") is None
+    with pytest.raises(Rejected) as info:
+        predict_spectra(old, [full, cut])
+    assert info.value.reason == "insufficient-coverage"
+    [q] = predict_spectra(old, [full])
+    assert q["calibrated_probabilities"] is None and q["border"] is None and q["novelty"] is None
+    schemas.validate("Prediction", q)
+
+
+def test_calibration_and_border_flag_follow_the_model_metadata(smass_files):
+    from stream.scoring.calibration import border_flag, temper
+    from stream.scoring.spectrum_predictor import predict_spectra
+
+    rec = _features(smass_files["a000004.[2]"], uri="file:///in/a000004.[2]")
+    plain = predict_spectra(_masked_model(), [rec])[0]
+    rule = {"pairs": [["S", "Other"], ["C", "X"]], "margin": 1.01, "bus_runner_up": True}
+    p = predict_spectra(_masked_model({"temperature": 1.8}, rule), [rec])[0]
+    assert p["probabilities"] == plain["probabilities"] and p["main_group"] == plain["main_group"]
+    cal = p["calibrated_probabilities"]
+    assert max(cal, key=cal.get) == p["main_group"] and sum(cal.values()) == pytest.approx(1)
+    assert max(cal.values()) < max(p["probabilities"].values())  # T > 1 softens
+    ranked = sorted(cal, key=cal.get, reverse=True)[:2]
+    on_border = set(ranked) in ({"S", "Other"}, {"C", "X"})
+    assert p["border"] is on_border and (p["border_reason"] is not None) is on_border
+    schemas.validate("Prediction", p)
+
+    assert np.allclose(temper([[0.9, 0.1]], 2.0), [[0.75, 0.25]])
+    bus = {"S": 0.1, "K": 0.9}
+    groups = {"S": "S", "K": "Other", "C": "C", "X": "X"}
+    flat = np.ones(len(GRID))
+    rule = {"pairs": [["S", "Other"], ["C", "X"]], "margin": 0.2, "bus_runner_up": True,
+            "cx_slope_boundary_per_um": 0.146, "cx_slope_band_per_um": 0.10}
+    assert border_flag({"S": 0.55, "Other": 0.40, "C": 0.05, "X": 0.0}, bus, groups, flat, rule)[0]  # margin
+    assert border_flag({"S": 0.90, "Other": 0.08, "C": 0.02, "X": 0.0}, bus, groups, flat, rule)[0]  # Bus says K
+    assert not border_flag({"S": 0.90, "Other": 0.08, "C": 0.02, "X": 0.0}, {"S": 1.0}, groups, flat, rule)[0]
+    assert not border_flag({"S": 0.5, "C": 0.45, "Other": 0.05, "X": 0.0}, bus, groups, flat, rule)[0]  # not a pair
+    tilted = 1 + 0.15 * (GRID - 0.55)  # slope 0.15/µm: next to the C|X boundary
+    cx = {"C": 0.9, "X": 0.08, "S": 0.02, "Other": 0.0}
+    assert border_flag(cx, {"C": 1.0}, groups, tilted, rule)[0]
+    assert not border_flag(cx, {"C": 1.0}, groups, 1 + 0.6 * (GRID - 0.55), rule)[0]
+    assert border_flag(cx, {"C": 1.0}, groups, flat, None) == (None, None)

@@ -56,15 +56,59 @@ def test_survey_variants_go_through_the_serving_preprocessing():
 
 def test_slope_jitter_tilts_each_training_spectrum_about_the_normalisation_point():
     data = smass.load_smass(require_data("smass2"), limit=40)
-    cfg = smass.ModelConfig(noise=0.0, edge_cut_prob=0.0, slope_jitter=0.1)
+    # The issue-13 recipe (crop, curvature, bumps) is the default since smass v2: off here, to see the tilt alone.
+    recipe_off = {"crop_prob": 0.0, "curvature_jitter": 0.0, "bump_jitter": 0.0}
+    cfg = smass.ModelConfig(noise=0.0, edge_cut_prob=0.0, slope_jitter=0.1, **recipe_off)
     out = smass.augment(data.features, np.zeros_like(data.features), np.random.default_rng(0), cfg)
     grid = smass.spectra.WAVELENGTH_GRID_UM - 0.55
     slopes = np.array([np.polyfit(grid, row, 1)[0] for row in out / data.features])
     assert np.allclose(out / data.features, 1 + slopes[:, None] * grid, atol=1e-5)  # a pure tilt
     assert np.all(np.abs(slopes) <= 0.1) and slopes.std() > 0.04  # drawn per spectrum within ±0.1 per µm
     plain = smass.augment(data.features, np.zeros_like(data.features), np.random.default_rng(0),
-                          smass.ModelConfig(noise=0.0, edge_cut_prob=0.0))
-    assert np.array_equal(plain, data.features)  # off by default
+                          smass.ModelConfig(noise=0.0, edge_cut_prob=0.0, **recipe_off))
+    assert np.array_equal(plain, data.features)  # slope jitter is off by default
+
+
+def test_issue13_augmentations_keep_the_normalisation_and_crop_with_a_mask():
+    """Cropping holds the ends flat and zeroes the mask there, as the reader does for a spectrum that
+    stops short; curvature and bumps change the shape but keep 1.0 at 0.55 µm; all off = plain augment."""
+    grid = smass.spectra.WAVELENGTH_GRID_UM
+    x = np.tile((1 + 0.5 * (grid - 0.55)).astype(np.float32), (64, 1))
+    cfg = smass.ModelConfig(noise=0.0, edge_cut_prob=0.0, crop_prob=1.0, curvature_jitter=0.05, bump_jitter=0.05,
+                            coverage_mask=True)
+    out, mask = smass.augment_with_mask(x, np.zeros_like(x), np.random.default_rng(0), cfg)
+    k55 = int(np.argmin(np.abs(grid - 0.55)))
+    assert np.allclose(out[:, k55], x[:, k55], atol=1e-5)
+    assert not np.allclose(out, x, atol=1e-3)  # the shape did change
+    assert mask.shape == x.shape and mask[:, k55].all() and (mask.sum(1) < len(grid)).all()
+    first = np.argmax(mask > 0, axis=1)
+    last = len(grid) - 1 - np.argmax(mask[:, ::-1] > 0, axis=1)
+    rows = np.arange(64)
+    assert np.allclose(out[rows, 0], out[rows, first]) and np.allclose(out[rows, -1], out[rows, last])
+    assert (grid[first] <= 0.50 + 1e-9).all() and (grid[last] >= 0.82 - 1e-9).all()  # crop limits
+    off = smass.ModelConfig(crop_prob=0.0, curvature_jitter=0.0, bump_jitter=0.0, coverage_mask=False)
+    plain = smass.augment(x, np.zeros_like(x), np.random.default_rng(0), off)
+    with_mask, full = smass.augment_with_mask(x, np.zeros_like(x), np.random.default_rng(0), off)
+    assert np.array_equal(plain, with_mask)
+    assert (full[:, first.max() + 1:last.min()] == 1).all()
+
+
+@pytest.mark.train
+def test_a_coverage_mask_model_ignores_values_outside_the_coverage():
+    """The coverage-mask model takes (reflectance, coverage) and whatever stands where coverage is 0
+    does not change its answer: a held-flat or garbage end is not data."""
+    pytest.importorskip("tensorflow", reason="the model needs the train extra (TensorFlow)")
+    grid = smass.spectra.WAVELENGTH_GRID_UM
+    cfg = smass.ModelConfig(members=1, coverage_mask=True)
+    _, serve = smass.build_model(cfg, len(grid))
+    assert [i.name for i in serve.inputs] == [smass.INPUT_NAME, smass.COVERAGE_NAME]
+    x = np.tile((1 + 0.5 * (grid - 0.55)).astype(np.float32), (2, 1))
+    changed = x.copy()
+    changed[:, :5] = 3.0
+    cov = np.ones_like(x)
+    cov[:, :5] = 0.0
+    assert np.allclose(smass.predict(serve, x, cov)[0], smass.predict(serve, changed, cov)[0], atol=1e-6)
+    assert not np.allclose(smass.predict(serve, x)[0], smass.predict(serve, changed)[0], atol=1e-6)
 
 
 @pytest.mark.train
@@ -76,17 +120,18 @@ def test_model_sees_band_shape_apart_from_slope_and_folds_bus_classes_into_main_
     import keras
 
     data = smass.load_smass(require_data("smass2"), limit=20)
-    cfg = smass.ModelConfig(members=2, continuum=True, bus_vote=True)
+    cfg = smass.ModelConfig(members=2, continuum=True, bus_vote=True)  # with the coverage input (the default)
     train, serve = smass.build_model(cfg, data.features.shape[1])
     grid = smass.spectra.WAVELENGTH_GRID_UM
     line = (1.0 + 0.8 * (grid - 0.55)).astype(np.float32)[None, :]  # a pure red slope, no band
+    full = np.ones_like(data.features)
     continuum = keras.Model(serve.inputs, serve.get_layer("continuum_removed").output)
-    assert np.abs(continuum.predict(line, verbose=0)).max() < 1e-5
-    residual = continuum.predict(data.features, verbose=0)
+    assert np.abs(continuum.predict([line, full[:1]], verbose=0)).max() < 1e-5
+    residual = continuum.predict([data.features, full], verbose=0)
     assert np.abs(residual).max() > 0.05  # real spectra keep their band shape
 
-    group, bus = serve.predict(data.features, verbose=0)
-    members = train.predict(data.features, verbose=0)
+    group, bus = serve.predict([data.features, full], verbose=0)
+    members = train.predict([data.features, full], verbose=0)
     head = np.mean([members[f"group_{m}"] for m in range(cfg.members)], axis=0)
     assert group == pytest.approx((head + bus @ smass.bus_to_group_matrix()) / 2, abs=1e-5)
     assert group.sum(axis=1) == pytest.approx(1.0, abs=1e-5)
@@ -124,6 +169,16 @@ def test_quick_training_run_exports_checks_and_publishes(tmp_path):
     assert {"inputs", "outputs"} <= set(meta["io"]) and meta["io"]["inputs"][0]["shape"] == [None, 97]
     assert meta["drift_reference"]["features"] and meta["drift_reference"]["classes"]["names"]
     assert meta["seeds"]["seed"] == 0 and meta["code"]["git"]
+    # The issue-13 recipe is the default: a coverage input, the temperature and border rule with their
+    # provenance, and the cross-instrument check (SMASS I through the stream's reader and predictor).
+    assert [i["name"] for i in meta["io"]["inputs"]] == [smass.INPUT_NAME, smass.COVERAGE_NAME]
+    assert meta["coverage_name"] == smass.COVERAGE_NAME and set(meta["smoke_test"]["inputs"]) == {
+        smass.INPUT_NAME, smass.COVERAGE_NAME}
+    assert meta["calibration"]["temperature"] == 1.8 and "RESULTS.md" in meta["calibration"]["provenance"]
+    assert meta["border_rule"]["pairs"] == [["S", "Other"], ["C", "X"]]
+    s1 = meta["metrics"]["smass1"]
+    assert s1["n_scored"] + s1["n_rejected"] == 99 and 0 <= s1["weighted_f1"] <= 1
+    assert np.array(s1["confusion_matrix"]["counts"]).sum() == s1["n_scored"]
 
     # The published model serves: smoke test passes, and predictions are valid messages.
     from stream.features.spectra import spectrum_features

@@ -149,15 +149,12 @@ def publish(registry: str | os.PathLike[str], task: str, onnx_bytes: bytes, meta
     """Publish to a registry; return (registry uri, version).
 
     ``bundled`` writes into a plain directory with no seeding (the baseline shipped in
-    stream/bundled/registry), replacing the task's previous content there.
+    stream/bundled/registry) as the task's next version: earlier shipped versions stay, so an installed
+    model's version keeps meaning the same file, and the champion history shows what replaced what.
     """
     meta = dict(metadata)
     if bundled:
-        import shutil
-
-        root = Path(registry)
-        shutil.rmtree(root / task, ignore_errors=True)  # the baseline is always version 1
-        reg = LocalRegistry(root, seed_from=None)
+        reg = LocalRegistry(Path(registry), seed_from=None)
     else:
         reg = open_registry(str(registry))
     version = reg.publish(task, onnx_bytes, meta, promote=promote)

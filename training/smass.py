@@ -11,6 +11,12 @@ heads, main group and Bus class. One ONNX file, ~0.4 MB. The protocol (``ModelCo
 by 4-fold CV on an 80 % development split only; docs/experiments/smass-protocol.md has the rounds,
 the variants tried and their numbers.
 
+Since smass v2 (issue 13) the model also takes ``coverage`` (1 where the grid point lies inside the data)
+and the default protocol trains with random crops and smooth instrument-like distortions, so spectra
+from other instruments and narrower ranges (≥ ``MIN_COVERAGE_MASKED`` of the grid) are scored; the
+metadata carries a temperature and the border-flag rule, and the SMASS I cross-instrument check
+(training/cross_survey.py). docs/experiments/issue13/RESULTS.md has the research.
+
 A run is load → fit (the final model on all spectra) → export to ONNX and verify against Keras →
 evaluate (stratified k-fold CV of the same protocol, which includes the development 80 %, so read it
 as slightly optimistic) → publish (through the promotion gate with ``--with-labels``):
@@ -46,16 +52,18 @@ if TYPE_CHECKING:
     from training.gate import EvalSet
 
 __all__ = [
-    "BUS_CLASS_NAMES", "BUS_TO_GROUP", "DEFAULT_DATA", "GROUP_NAMES", "MAIN_GROUPS", "MODEL_NAME", "TASK",
-    "Evaluation", "Exported", "Loaded", "ModelConfig", "SmassData", "TaxonomyEntry", "add_arguments",
-    "build_metadata", "build_model", "bus_to_group_matrix", "check_arguments", "cross_validate",
-    "development_split", "evaluate", "evaluate_protocol", "export_and_verify", "fit", "grid_sigma",
-    "iter_tar_spectra", "load", "load_smass", "override_config", "parse_taxonomy", "predict", "protocol",
-    "publish", "run", "survey_variants", "tilt", "train_model",
+    "BUS_CLASS_NAMES", "BUS_TO_GROUP", "COVERAGE_NAME", "DEFAULT_DATA", "DEFAULT_SMASS1", "GROUP_NAMES",
+    "MAIN_GROUPS", "MODEL_NAME", "TASK", "Evaluation", "Exported", "Loaded", "ModelConfig", "SmassData",
+    "TaxonomyEntry", "add_arguments", "augment_with_mask", "border_rule", "build_metadata", "build_model",
+    "bus_to_group_matrix", "check_arguments", "coverage_masks", "coverage_rows", "cross_validate",
+    "development_split", "evaluate", "evaluate_cross_survey", "evaluate_protocol", "export_and_verify", "fit",
+    "grid_sigma", "iter_tar_spectra", "load", "load_smass", "override_config", "parse_taxonomy", "predict",
+    "protocol", "publish", "run", "survey_variants", "tilt", "train_model",
 ]
 
 ORIGIN = "http://smass.mit.edu/smass.html (Bus & Binzel 2002, Icarus 158, 146): smass2data.tar.gz, Bus.Taxonomy.txt"
 DEFAULT_DATA = shared_data() / "smass2"
+DEFAULT_SMASS1 = shared_data() / "smass1" / "smass1data.tar.gz"  # issue 13: the cross-instrument check
 
 # Main groups: Bus & Binzel's C, S and X complexes, and every other class as Other. Q (and unclassified
 # "-") belong to none: such spectra are left out of training (SMASSII holds no Q spectrum, so nothing is lost).
@@ -225,6 +233,8 @@ OUTPUT_GROUP = "main_group"
 OUTPUT_BUS = "bus_class"
 INPUT_SCALE = 4.0  # (r - 1) * 4: normalised reflectance (0.6–1.6) to about ±2; a constant, so nothing is fit
 DERIVATIVE_SCALE = 20.0  # central difference over 0.01 µm, brought to the scale of the reflectance channel
+COVERAGE_NAME = "coverage"  # second input with ModelConfig.coverage_mask: 1 where the grid point is inside the data
+SLOPE_SCALE = 2.0  # shape_only: LS slope per µm (S ~0.5, C ~0) times this, about unit scale
 CONTINUUM_SCALE = 2.0  # continuum-removed residuals (std ~0.25 after centring) to about the reflectance channel's scale
 
 
@@ -251,6 +261,19 @@ class ModelConfig:
     edge_cut_prob: float = 0.3  # fraction of samples whose ends are held flat, as for narrower spectra
     edge_cut_max: int = 10  # grid cells (0.05 µm) per end
     slope_jitter: float = 0.0  # spectra multiplied by 1 + s·(λ - 0.55 µm), s ~ U(-a, a) per µm (0 = off)
+    # Issue 13 (spectra from other instruments; docs/experiments/issue13/RESULTS.md). Since smass v2 the
+    # default is that recipe: coverage mask + crop 0.5 + curvature 0.02 + bump 0.02 (slope jitter stays off:
+    # slope is what separates C from X); shape_only, smooth_max and blue_edge_um were not run and stay off.
+    slope_dist: str = "uniform"  # "uniform": s ~ U(-a, a); "normal": s ~ N(0, a) clipped at ±3a
+    curvature_jitter: float = 0.02  # × (1 + c·(u² - 1/3)), u = (λ - 0.68)/0.24, c ~ N(0, this), renormalised at 0.55 µm
+    crop_prob: float = 0.5  # fraction of samples cropped to [U(0.44, crop_start_max), U(crop_end_min, 0.92)] µm
+    crop_start_max: float = 0.50
+    crop_end_min: float = 0.82
+    smooth_max: float = 0.0  # Gaussian smoothing of half the samples, sigma ~ U(0, this) grid cells (resolution)
+    coverage_mask: bool = True  # second model input "coverage" (1 = grid point inside the data); uncovered -> 1.0
+    shape_only: bool = False  # CNN sees only the slope-removed spectrum; the LS slope enters as one scalar feature
+    bump_jitter: float = 0.02  # × (1 + a·exp(-(λ-μ)²/2w²)), a ~ N(0, this), μ ~ U(0.70, 0.92), w ~ U(0.03, 0.08) µm
+    blue_edge_um: float = 0.0  # with coverage_mask: grid points below this always count as uncovered (in the model)
 
 
 def build_model(cfg: ModelConfig, n_grid: int):
@@ -264,7 +287,29 @@ def build_model(cfg: ModelConfig, n_grid: int):
     from keras import layers
 
     inp = keras.Input((n_grid,), name=INPUT_NAME)
+    inputs = [inp]
     centred = layers.Rescaling(INPUT_SCALE, offset=-INPUT_SCALE, name="centre")(inp)
+    scalars = None
+    if cfg.shape_only:
+        # Bus & Binzel's separation: the CNN sees the residual from the least-squares line (band shape);
+        # the line's slope (a fixed projection, per µm, scaled) is one scalar beside the CNN features,
+        # so a slope error between instruments moves only that scalar. Both from the held-flat input.
+        removal = keras.initializers.Constant(CONTINUUM_SCALE * _continuum_removal(n_grid))
+        centred = layers.Dense(n_grid, use_bias=False, trainable=False, kernel_initializer=removal,
+                               name="continuum_removed")(centred)
+        slope_row = keras.initializers.Constant(_slope_projection(n_grid)[:, None])
+        scalars = layers.Dense(1, use_bias=False, trainable=False, kernel_initializer=slope_row, name="slope")(inp)
+    mask = None
+    if cfg.coverage_mask:
+        # Uncovered grid points are neutral (0 after centring: reflectance 1.0, or no residual) and
+        # flagged by a mask channel, so the CNN knows what is missing instead of seeing held values as data.
+        cov = keras.Input((n_grid,), name=COVERAGE_NAME)
+        inputs.append(cov)
+        if cfg.blue_edge_um:  # a fixed 0/1 vector: the model ignores the blue edge whatever the input covers
+            keep = (spectra.WAVELENGTH_GRID_UM[:n_grid] >= cfg.blue_edge_um - 1e-9).astype(np.float32)
+            cov = layers.Rescaling(keep, name="drop_blue_edge")(cov)
+        centred = layers.Multiply(name="masked")([centred, cov])
+        mask = layers.Reshape((n_grid, 1), name="mask_channel")(cov)
     x = layers.Reshape((n_grid, 1), name="channels")(centred)
     channels = [x]
     if cfg.continuum:
@@ -275,12 +320,18 @@ def build_model(cfg: ModelConfig, n_grid: int):
         residual = layers.Dense(n_grid, use_bias=False, trainable=False, kernel_initializer=removal,
                                 name="continuum_removed")
         channels.append(layers.Reshape((n_grid, 1), name="band_channel")(residual(centred)))
+    if mask is not None:
+        channels.append(mask)
     if len(channels) > 1:
         x = layers.Concatenate(name="with_bands")(channels)
     if cfg.derivative:
         ahead = layers.Cropping1D((2, 0), name="ahead")(channels[0])
         behind = layers.Cropping1D((0, 2), name="behind")(channels[0])
         difference = layers.Subtract(name="difference")([ahead, behind])
+        if mask is not None:  # no derivative across the edge of the covered range
+            both = layers.Multiply(name="both_covered")([layers.Cropping1D((2, 0), name="mask_ahead")(mask),
+                                                         layers.Cropping1D((0, 2), name="mask_behind")(mask)])
+            difference = layers.Multiply(name="masked_difference")([difference, both])
         slope = layers.Rescaling(DERIVATIVE_SCALE, name="derivative")(difference)
         x = layers.Concatenate(name="with_derivative")([layers.Cropping1D((1, 1), name="middle")(x), slope])
     outputs, groups, buses = {}, [], []
@@ -290,12 +341,15 @@ def build_model(cfg: ModelConfig, n_grid: int):
             h = layers.Conv1D(f, cfg.kernel, padding="same", activation="relu", name=f"m{m}_conv{i}")(h)
             h = layers.MaxPooling1D(2, name=f"m{m}_pool{i}")(h)
         h = layers.Flatten(name=f"m{m}_flat")(h)
+        if scalars is not None:
+            h = layers.Concatenate(name=f"m{m}_with_slope")([h, scalars])
         h = layers.Dropout(cfg.dropout, name=f"m{m}_drop0")(h)
         h = layers.Dense(cfg.dense, activation="relu", name=f"m{m}_dense")(h)
         h = layers.Dropout(cfg.dropout, name=f"m{m}_drop1")(h)
         groups.append(layers.Dense(len(GROUP_NAMES), activation="softmax", name=f"group_{m}")(h))
         buses.append(layers.Dense(len(BUS_CLASS_NAMES), activation="softmax", name=f"bus_{m}")(h))
         outputs[f"group_{m}"], outputs[f"bus_{m}"] = groups[-1], buses[-1]
+    inp = inputs if len(inputs) > 1 else inp
     train = keras.Model(inp, outputs, name="smass_cnn_train")
     group_name = "main_group_head" if cfg.bus_vote else OUTPUT_GROUP
     if cfg.members == 1:
@@ -330,6 +384,13 @@ def _continuum_removal(n_grid: int) -> np.ndarray:
     return (np.eye(n_grid) - design @ np.linalg.pinv(design)).astype(np.float32)
 
 
+def _slope_projection(n_grid: int) -> np.ndarray:
+    """(n,) row: reflectance @ row = least-squares slope over the grid, per µm, × SLOPE_SCALE."""
+    lam = spectra.WAVELENGTH_GRID_UM[:n_grid].astype(np.float64)
+    design = np.stack([np.ones_like(lam), lam - lam.mean()], axis=1)
+    return (SLOPE_SCALE * np.linalg.pinv(design)[1]).astype(np.float32)
+
+
 def grid_sigma(spectrum: spectra.Spectrum, values: np.ndarray) -> np.ndarray:
     """1-sigma noise of each grid value: the spectrum's relative error, over √(samples per grid cell)."""
     w, r = spectrum.wavelength_um, spectrum.reflectance
@@ -346,22 +407,81 @@ def tilt(wavelength_um: np.ndarray, per_um: float | np.ndarray) -> np.ndarray:
 
 def augment(x: np.ndarray, sigma: np.ndarray, rng: np.random.Generator, cfg: ModelConfig) -> np.ndarray:
     """One epoch's noisy copy of the training spectra (same row order)."""
+    return augment_with_mask(x, sigma, rng, cfg)[0]
+
+
+def coverage_rows(n: int, left: np.ndarray | int = 0, right: np.ndarray | int = 0,
+                  length: int | None = None) -> np.ndarray:
+    """(n, length) float32: 1 inside [left, length-1-right] grid cells, 0 outside."""
+    length = length or len(spectra.WAVELENGTH_GRID_UM)
+    k = np.arange(length)[None, :]
+    left, right = np.broadcast_to(left, (n,))[:, None], np.broadcast_to(right, (n,))[:, None]
+    return ((k >= left) & (k <= length - 1 - right)).astype(np.float32)
+
+
+def augment_with_mask(x: np.ndarray, sigma: np.ndarray, rng: np.random.Generator, cfg: ModelConfig,
+                      mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(augmented spectra, coverage mask) for one epoch. ``mask``: the inputs' own coverage (default full).
+
+    Order: noise, smoothing (resolution), slope, curvature and bumps (calibration), then cropping
+    (coverage), which holds the ends flat exactly as stream.features.spectra does for a spectrum that stops short.
+    """
     n, length = x.shape
+    lam = spectra.WAVELENGTH_GRID_UM[:length]
     out = x + cfg.noise * sigma * rng.standard_normal((n, length))
+    if cfg.smooth_max:
+        widths = np.where(rng.random(n) < 0.5, rng.uniform(0, cfg.smooth_max, n), 0.0)
+        k = np.arange(-8, 9)
+        for i in np.flatnonzero(widths > 0.3):
+            kern = np.exp(-0.5 * (k / widths[i]) ** 2)
+            padded = np.pad(out[i], 8, mode="edge")
+            out[i] = np.convolve(padded, kern / kern.sum(), mode="valid")
     if cfg.slope_jitter:
-        slope = rng.uniform(-cfg.slope_jitter, cfg.slope_jitter, (n, 1))
-        out = out * tilt(spectra.WAVELENGTH_GRID_UM[:length], slope)
+        if cfg.slope_dist == "normal":
+            slope = np.clip(rng.normal(0, cfg.slope_jitter, (n, 1)), -3 * cfg.slope_jitter, 3 * cfg.slope_jitter)
+        else:
+            slope = rng.uniform(-cfg.slope_jitter, cfg.slope_jitter, (n, 1))
+        out = out * tilt(lam, slope)
+    if cfg.curvature_jitter:
+        u = (lam - 0.68) / 0.24
+        c = rng.normal(0, cfg.curvature_jitter, (n, 1))
+        out = out * (1 + c * (u**2 - 1 / 3)) / (1 + c * (((spectra.NORMALISATION_UM - 0.68) / 0.24) ** 2 - 1 / 3))
+    if cfg.bump_jitter:
+        # Smooth local reflectance errors of a few % (telluric O2/H2O residuals, fringing, flux calibration
+        # near 0.75-0.92 µm): SMASS I differs from SMASSII mostly there (docs/experiments/issue13).
+        a = rng.normal(0, cfg.bump_jitter, (n, 1))
+        mu, w = rng.uniform(0.70, 0.92, (n, 1)), rng.uniform(0.03, 0.08, (n, 1))
+
+        def bump(wl: np.ndarray | float) -> np.ndarray:
+            """1 + a·exp(-(λ-μ)²/2w²) per sample."""
+            return 1 + a * np.exp(-0.5 * ((wl - mu) / w) ** 2)
+
+        out = out * bump(lam) / bump(spectra.NORMALISATION_UM)
+    left = np.zeros(n, int)
+    right = np.zeros(n, int)
     if cfg.edge_cut_prob:
-        # Hold the first/last k values flat, as stream.features.spectra does for a spectrum that stops short.
         left = np.where(rng.random(n) < cfg.edge_cut_prob, rng.integers(1, cfg.edge_cut_max + 1, n), 0)
         right = np.where(rng.random(n) < cfg.edge_cut_prob, rng.integers(1, cfg.edge_cut_max + 1, n), 0)
-        idx = np.clip(np.arange(length)[None, :], left[:, None], length - 1 - right[:, None])
-        out = np.take_along_axis(out, idx, axis=1)
-    return out.astype(np.float32)
+    if cfg.crop_prob:
+        step = spectra.GRID_STEP_UM
+        crop = rng.random(n) < cfg.crop_prob
+        lo = np.round((rng.uniform(lam[0], cfg.crop_start_max, n) - lam[0]) / step).astype(int)
+        hi = np.round((lam[-1] - rng.uniform(cfg.crop_end_min, lam[-1], n)) / step).astype(int)
+        left = np.where(crop, np.maximum(left, lo), left)
+        right = np.where(crop, np.maximum(right, hi), right)
+    m = coverage_rows(n, left, right, length)
+    if mask is not None:
+        m = m * mask
+    # Hold flat outside the (new) coverage, as stream.features.spectra does.
+    first = np.argmax(m > 0, axis=1)
+    last = length - 1 - np.argmax(m[:, ::-1] > 0, axis=1)
+    idx = np.clip(np.arange(length)[None, :], first[:, None], last[:, None])
+    out = np.take_along_axis(out, idx, axis=1)
+    return out.astype(np.float32), m
 
 
 def train_model(cfg: ModelConfig, x: np.ndarray, sigma: np.ndarray, group: np.ndarray, bus: np.ndarray,
-                seed: int, threads: int = 2, label: str = "", log=print):
+                seed: int, threads: int = 2, label: str = "", log=print, mask: np.ndarray | None = None):
     """Train reproducibly; return the serving Keras model. Logs a summary per epoch (every 10th off a tty)."""
     from training.keras_export import configure_tensorflow
 
@@ -384,7 +504,11 @@ def train_model(cfg: ModelConfig, x: np.ndarray, sigma: np.ndarray, group: np.nd
     # in a single fit call (per-epoch fit calls cost more than the training itself here).
     rng = np.random.default_rng(seed)
     orders = [rng.permutation(len(x)) for _ in range(cfg.epochs)]
-    xa = np.concatenate([augment(x[o], sigma[o], rng, cfg) for o in orders])
+    parts = [augment_with_mask(x[o], sigma[o], rng, cfg, None if mask is None else mask[o]) for o in orders]
+    xa = np.concatenate([p[0] for p in parts])
+    if cfg.coverage_mask:
+        xa = {INPUT_NAME: xa, COVERAGE_NAME: np.concatenate([p[1] for p in parts])}
+    del parts
     order = np.concatenate(orders)
     y_group = np.eye(len(GROUP_NAMES), dtype=np.float32)[group[order]]
     y_bus = np.eye(len(BUS_CLASS_NAMES), dtype=np.float32)[bus[order]]
@@ -431,8 +555,12 @@ def train_model(cfg: ModelConfig, x: np.ndarray, sigma: np.ndarray, group: np.nd
     return serve
 
 
-def predict(serve, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(main-group, Bus-class) probabilities of a serving model on the grid values ``x``."""
+def predict(serve, x: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(main-group, Bus-class) probabilities of a serving model on the grid values ``x``; ``mask`` (the
+    coverage, default full) is used only by models with a coverage input."""
+    if len(serve.inputs) > 1:
+        mask = np.ones_like(x) if mask is None else mask
+        x = {INPUT_NAME: x, COVERAGE_NAME: mask.astype(np.float32)}
     group, bus = serve.predict(x, batch_size=512, verbose=0)
     return np.asarray(group), np.asarray(bus)
 
@@ -477,24 +605,35 @@ SURVEY_VARIANTS = {
 }
 
 
-def survey_variants(data: SmassData, smoothed: SmassData | None = None) -> dict[str, np.ndarray]:
+def survey_variants(data: SmassData, smoothed: SmassData | None = None, min_coverage: float | None = None,
+                    masks: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Features of every spectrum re-delivered as narrower / coarser tables, through stream.spectra.
 
-    Rows that the coverage policy rejects are NaN (counted as rejected in the metrics).
+    Rows that the coverage policy (``min_coverage``, default the reader's) rejects are NaN (counted as
+    rejected in the metrics). ``masks``, if given, receives each variant's coverage masks (for models
+    with a coverage input).
     """
     out = {}
+    nan = np.full(len(spectra.WAVELENGTH_GRID_UM), np.nan, np.float32)
     for name, make in SURVEY_VARIANTS.items():
-        rows = []
+        rows, covered = [], []
         for s in data.spectra:
             try:
-                rows.append(spectra.resample(make(s))[0])
+                values, quality = spectra.resample(make(s), min_coverage=min_coverage)
+                rows.append(values)
+                covered.append(spectra.coverage_mask(quality))
             except Rejected:
-                rows.append(np.full(len(spectra.WAVELENGTH_GRID_UM), np.nan, np.float32))
+                rows.append(nan)
+                covered.append(np.ones_like(nan))
         out[name] = np.stack(rows)
+        if masks is not None:
+            masks[name] = np.stack(covered)
     if smoothed is not None:
         by_object = dict(zip(smoothed.objects, smoothed.features, strict=True))
-        nan = np.full(len(spectra.WAVELENGTH_GRID_UM), np.nan, np.float32)
         out["spfit (Bus smoothed fits)"] = np.stack([by_object.get(o, nan) for o in data.objects])
+        if masks is not None:
+            mask_of = {o: spectra.coverage_mask(q) for o, q in zip(smoothed.objects, smoothed.quality, strict=True)}
+            masks["spfit (Bus smoothed fits)"] = np.stack([mask_of.get(o, np.ones_like(nan)) for o in data.objects])
     return out
 
 
@@ -507,8 +646,14 @@ def _scores(y: np.ndarray, p: np.ndarray) -> dict:
     return {"weighted_f1": float(f1_score(y, p, average="weighted")), "accuracy": float(accuracy_score(y, p))}
 
 
+def coverage_masks(data: SmassData) -> np.ndarray:
+    """(n, grid) coverage mask of each loaded spectrum (stream.features.spectra.coverage_mask of its quality)."""
+    return np.stack([spectra.coverage_mask(q) for q in data.quality]).astype(np.float32)
+
+
 def cross_validate(data: SmassData, cfg: ModelConfig, folds: int, seed: int, threads: int,
-                   variants: dict[str, np.ndarray], log=print) -> dict:
+                   variants: dict[str, np.ndarray], log=print,
+                   variant_masks: Mapping[str, np.ndarray] | None = None) -> dict:
     """Stratified k-fold CV (by main group) of the full protocol; every number from out-of-fold predictions.
 
     Nothing is fit on a test fold: the model's input scaling is a constant, augmentation noise comes
@@ -518,6 +663,8 @@ def cross_validate(data: SmassData, cfg: ModelConfig, folds: int, seed: int, thr
     from sklearn.model_selection import StratifiedKFold
 
     x, g, b = data.features, data.group, data.bus
+    masks = coverage_masks(data)
+    variant_masks = variant_masks or {}
     sigma = np.stack([grid_sigma(s, v) for s, v in zip(data.spectra, x, strict=True)])
     n = len(x)
     p_group = np.zeros((n, len(GROUP_NAMES)), np.float32)
@@ -529,12 +676,13 @@ def cross_validate(data: SmassData, cfg: ModelConfig, folds: int, seed: int, thr
         t0 = time.perf_counter()
         log(f"fold {k + 1}/{folds}: training on {len(train_idx)} spectra, testing on {len(test_idx)}")
         model = train_model(cfg, x[train_idx], sigma[train_idx], g[train_idx], b[train_idx], seed=seed,
-                            threads=threads, label=f"  fold {k + 1}/{folds} ", log=log)
-        p_group[test_idx], p_bus[test_idx] = predict(model, x[test_idx])
+                            threads=threads, label=f"  fold {k + 1}/{folds} ", log=log, mask=masks[train_idx])
+        p_group[test_idx], p_bus[test_idx] = predict(model, x[test_idx], masks[test_idx])
         for name, v in variants.items():
             ok = test_idx[np.all(np.isfinite(v[test_idx]), axis=1)]
             if len(ok):
-                p_variant[name][ok] = predict(model, v[ok])[0]
+                vm = variant_masks.get(name)
+                p_variant[name][ok] = predict(model, v[ok], None if vm is None else vm[ok])[0]
         fold = _scores(g[test_idx], p_group[test_idx].argmax(1))
         fold["bus_accuracy"] = float(np.mean(p_bus[test_idx].argmax(1) == b[test_idx]))
         fold["seconds"] = round(time.perf_counter() - t0, 1)
@@ -612,7 +760,10 @@ def build_metadata(data: SmassData, cfg: ModelConfig, args: argparse.Namespace, 
 
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     smoke_x = data.features[smoke_idx]
-    smoke_out = session.run(None, {INPUT_NAME: smoke_x})
+    smoke_in = {INPUT_NAME: smoke_x}
+    if cfg.coverage_mask:
+        smoke_in[COVERAGE_NAME] = coverage_masks(data)[smoke_idx]
+    smoke_out = session.run(None, smoke_in)
     here = Path(__file__).resolve()
     return {
         "name": MODEL_NAME,
@@ -625,6 +776,10 @@ def build_metadata(data: SmassData, cfg: ModelConfig, args: argparse.Namespace, 
         "wavelength_grid_um": grid,
         "preprocessing": spectra.PREPROCESSING_VERSION,
         "input_name": INPUT_NAME,
+        **({"coverage_name": COVERAGE_NAME, "min_coverage": spectra.MIN_COVERAGE_MASKED} if cfg.coverage_mask else {}),
+        **({"calibration": {"temperature": TEMPERATURE, "method": "temperature scaling of the main-group "
+                            "probabilities", "provenance": TEMPERATURE_PROVENANCE},
+            "border_rule": border_rule(data)} if cfg.coverage_mask else {}),
         "output_names": outputs,
         "io": io,
         "metrics": {"cv": cv, "onnx_vs_keras": check,
@@ -637,7 +792,7 @@ def build_metadata(data: SmassData, cfg: ModelConfig, args: argparse.Namespace, 
             "skipped": {k: len(v) for k, v in data.skipped.items()},
         },
         "drift_reference": build_reference("spectrum", records, [GROUP_NAMES[i] for i in train_pred.argmax(1)]),
-        "smoke_test": {"inputs": {INPUT_NAME: smoke_x.tolist()},
+        "smoke_test": {"inputs": {name: v.tolist() for name, v in smoke_in.items()},
                        "outputs": {name: out.tolist() for name, out in zip(outputs.values(), smoke_out, strict=True)},
                        "atol": 1e-4, "objects": [data.objects[i] for i in smoke_idx]},
         "seeds": {"seed": args.seed, "cv_split_seed": args.seed},
@@ -650,6 +805,31 @@ def build_metadata(data: SmassData, cfg: ModelConfig, args: argparse.Namespace, 
         "libraries": library_versions(),
         "training_seconds": round(seconds, 1),
     }
+
+
+# Issue 13: temperature and border flag of the recipe, written into the metadata (stream/scoring/calibration.py).
+# T was fitted (NLL) on simulated-instrument out-of-fold predictions (slope N(0, 0.12)/µm, curvature and
+# bumps N(0, 0.03), random crop) of the dev split, 4-fold CV, seeds 0/1/2: 1.76-1.80. Not refitted per run
+# (that costs four more trainings); recorded with its provenance.
+TEMPERATURE = 1.8
+TEMPERATURE_PROVENANCE = ("fitted on simulated-instrument out-of-fold predictions of the dev split, "
+                          "docs/experiments/issue13/RESULTS.md (section 3; 1.76-1.80 over seeds 0/1/2)")
+BORDER_MARGIN = 0.2  # calibrated top-two margin below which an S/Other or C/X answer is flagged
+CX_SLOPE_BAND_PER_UM = 0.10  # the typical instrument slope difference (RESULTS.md section 1)
+
+
+def border_rule(data: SmassData) -> dict:
+    """The border flag's rule (fixed in advance, docs/experiments/issue13/RESULTS.md section 3), with the
+    C|X slope boundary = midpoint of the C and X median slopes of the training spectra."""
+    from stream.scoring.calibration import normalised_slope
+
+    slopes = np.array([normalised_slope(row) for row in data.features])
+    c, x = GROUP_NAMES.index("C"), GROUP_NAMES.index("X")
+    boundary = 0.5 * (np.median(slopes[data.group == c]) + np.median(slopes[data.group == x]))
+    return {"pairs": [["S", "Other"], ["C", "X"]], "margin": BORDER_MARGIN, "bus_runner_up": True,
+            "cx_slope_boundary_per_um": round(float(boundary), 4), "cx_slope_band_per_um": CX_SLOPE_BAND_PER_UM,
+            "provenance": "docs/experiments/issue13/RESULTS.md section 3 (rule fixed before SMASS I was scored); "
+                          "boundary from the training spectra"}
 
 
 DEV_SPLIT_SEED = 12345  # the one stratified 80/20 development split of docs/experiments/smass-protocol.md
@@ -697,6 +877,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="TensorFlow threads (default 2: shared machine)")
     parser.add_argument("--registry", default=None, help="registry URI (default: Settings().registry, "
                         f"now {Settings().registry!r})")
+    parser.add_argument("--smass1", type=Path, default=DEFAULT_SMASS1,
+                        help="SMASS I archive (smass1data.tar.gz) scored as a cross-instrument check and recorded "
+                             "in the metadata (metrics.smass1); skipped when missing (default: %(default)s)")
     parser.add_argument("--report", type=Path, default=None, help="also write the metrics report as JSON here")
     parser.add_argument("--bundle", action="store_true",
                         help="write the model into stream/bundled/registry (the shipped baseline) instead")
@@ -727,7 +910,7 @@ def run(args: argparse.Namespace) -> TrainResult:
     problem = check_arguments(args)
     if problem:
         return TrainResult(TASK, "invalid_arguments", message=problem)
-    loaded = load(args, limit)
+    loaded = load(args, limit, cfg)
     if args.dev_split:
         return evaluate_protocol(args, loaded, cfg, folds)
     model = fit(args, loaded, cfg)
@@ -747,6 +930,7 @@ class Loaded:
     variants: dict[str, np.ndarray]  # the spectra as other surveys would deliver them (survey_variants)
     feedback: Merged | None = None  # with --with-labels
     eval_set: EvalSet | None = None  # with --with-labels: held out of training and CV, scored by the gate
+    variant_masks: dict[str, np.ndarray] = field(default_factory=dict)  # coverage of each variant's rows
 
 
 @dataclass
@@ -794,7 +978,7 @@ def check_arguments(args: argparse.Namespace) -> str | None:
     return None
 
 
-def load(args: argparse.Namespace, limit: int | None) -> Loaded:
+def load(args: argparse.Namespace, limit: int | None, cfg: ModelConfig | None = None) -> Loaded:
     """The labelled spectra (curated labels applied with --with-labels, which also holds out the gate's
     evaluation set) and, unless --dev-split, their other-survey variants."""
     feedback = None
@@ -816,13 +1000,20 @@ def load(args: argparse.Namespace, limit: int | None) -> Loaded:
         from training.gate import make_eval_set
 
         # Fixed by object identity, so the same objects stay out of every retrained model.
-        eval_set, train_rows = make_eval_set({INPUT_NAME: data.features}, data.group, data.objects,
+        # Both inputs: the gate feeds each model (champion, candidate) the ones it takes.
+        eval_set, train_rows = make_eval_set({INPUT_NAME: data.features, COVERAGE_NAME: coverage_masks(data)},
+                                             data.group, data.objects,
                                              name="SMASSII held-out objects, curated labels applied")
         data = _subset(data, np.flatnonzero(train_rows))
         _log(f"evaluation set: {len(eval_set)} spectra held out of training and CV (sha256 {eval_set.sha256[:12]}); "
              f"{len(data.objects)} left for training")
-    variants = {} if args.dev_split else survey_variants(data, load_smass(args.data_dir, smoothed=True))
-    return Loaded(data, variants, feedback, eval_set)
+    masked = (cfg or ModelConfig()).coverage_mask
+    variant_masks: dict[str, np.ndarray] = {}
+    # Variants as the stream would score them: with the coverage rule of this kind of model.
+    variants = {} if args.dev_split else survey_variants(
+        data, load_smass(args.data_dir, smoothed=True),
+        min_coverage=spectra.MIN_COVERAGE_MASKED if masked else None, masks=variant_masks)
+    return Loaded(data, variants, feedback, eval_set, variant_masks)
 
 
 def fit(args: argparse.Namespace, loaded: Loaded, cfg: ModelConfig):
@@ -832,15 +1023,20 @@ def fit(args: argparse.Namespace, loaded: Loaded, cfg: ModelConfig):
     _log(f"final model on all {len(data.objects)} spectra")
     sigma = np.stack([grid_sigma(s, v) for s, v in zip(data.spectra, data.features, strict=True)])
     return train_model(cfg, data.features, sigma, data.group, data.bus, seed=args.seed, threads=args.threads,
-                       label="  final ", log=_log)
+                       label="  final ", log=_log, mask=coverage_masks(data))
 
 
 def export_and_verify(model, data: SmassData) -> Exported:
     """ONNX bytes of the model, checked against Keras on every training spectrum."""
     from training.keras_export import compare_onnx_keras, export_onnx
 
-    onnx_bytes = export_onnx(model, {INPUT_NAME: (None, data.features.shape[1])})
-    check = compare_onnx_keras(model, onnx_bytes, {INPUT_NAME: data.features})
+    shapes = {INPUT_NAME: (None, data.features.shape[1])}
+    feed = {INPUT_NAME: data.features}
+    if len(model.inputs) > 1:  # ModelConfig.coverage_mask
+        shapes[COVERAGE_NAME] = (None, data.features.shape[1])
+        feed[COVERAGE_NAME] = coverage_masks(data)
+    onnx_bytes = export_onnx(model, shapes)
+    check = compare_onnx_keras(model, onnx_bytes, feed)
     _log(f"ONNX vs Keras on {check['n_samples']} spectra: max |diff| {check['max_abs_diff']:.2e}, "
          f"argmax agreement {check['argmax_agreement']:.4f}; ONNX {len(onnx_bytes) / 1024:.0f} KiB")
     return Exported(onnx_bytes, check, agrees=check["argmax_agreement"] >= 1.0)
@@ -854,15 +1050,19 @@ def evaluate(args: argparse.Namespace, loaded: Loaded, cfg: ModelConfig, folds: 
 
     cv = None
     if folds >= 2:
-        cv = cross_validate(loaded.data, cfg, folds, args.seed, args.threads, loaded.variants, log=_log)
+        cv = cross_validate(loaded.data, cfg, folds, args.seed, args.threads, loaded.variants, log=_log,
+                            variant_masks=loaded.variant_masks)
         mg, bus = cv["main_group"], cv["bus_class"]
         _log(f"CV main-group weighted F1 {mg['weighted_f1_mean']:.4f} ± {mg['weighted_f1_std']:.4f} "
              f"(pooled {mg['weighted_f1_pooled']:.4f}); Bus accuracy {bus['accuracy_pooled']:.4f}")
         for name, r in cv["other_surveys_simulated"].items():
             _log(f"  {name}: weighted F1 {r.get('weighted_f1', float('nan')):.4f} on {r['n_scored']} "
                  f"({r['n_rejected']} rejected)")
-    train_pred = ort.InferenceSession(exported.onnx_bytes, providers=["CPUExecutionProvider"]).run(
-        None, {INPUT_NAME: loaded.data.features})[0]
+    session = ort.InferenceSession(exported.onnx_bytes, providers=["CPUExecutionProvider"])
+    feed = {INPUT_NAME: loaded.data.features}
+    if cfg.coverage_mask:
+        feed[COVERAGE_NAME] = coverage_masks(loaded.data)
+    train_pred = session.run(None, feed)[0]
     return Evaluation(cv, train_pred)
 
 
@@ -890,7 +1090,12 @@ def publish(args: argparse.Namespace, loaded: Loaded, cfg: ModelConfig, exported
 
     metadata = build_metadata(loaded.data, cfg, args, exported.onnx_bytes, evaluation.cv, exported.check,
                               evaluation.train_pred, seconds)
-    report = {"cv": evaluation.cv, "onnx_vs_keras": exported.check, "training_seconds": round(seconds, 1)}
+    smass1 = getattr(args, "smass1", None)
+    if smass1 and smass1.exists():
+        metadata["metrics"]["smass1"] = evaluate_cross_survey(exported.onnx_bytes, metadata, smass1,
+                                                              args.data_dir / "Bus.Taxonomy.txt")
+    report = {"cv": evaluation.cv, "onnx_vs_keras": exported.check, "training_seconds": round(seconds, 1),
+              "smass1": metadata["metrics"].get("smass1")}
     extra = {"config": dataclasses.asdict(cfg), "onnx_bytes": len(exported.onnx_bytes)}
     if loaded.feedback is not None:
         from training.gate import argmax_metrics, gate_and_publish, gate_metadata
@@ -911,6 +1116,20 @@ def publish(args: argparse.Namespace, loaded: Loaded, cfg: ModelConfig, exported
     report.update(registry=uri, version=version, **extra)
     return TrainResult(TASK, "published", report, version, uri, report_path=_write_report(args.report, report),
                        message=f"{TASK} v{version} ({MODEL_NAME}) to {uri} in {seconds:.0f} s")
+
+
+def evaluate_cross_survey(onnx_bytes: bytes, metadata: dict, archive: Path, taxonomy_path: Path) -> dict:
+    """SMASS I (another instrument) scored through the stream's reader and predictor with this model and
+    its metadata (coverage input, calibration, border flag): training/cross_survey.py."""
+    from stream.models.registry import ModelVersion
+    from stream.scoring.onnx_model import OnnxModel
+    from training.cross_survey import evaluate_smass1
+
+    result = evaluate_smass1(OnnxModel(ModelVersion(TASK, "candidate", onnx_bytes, metadata)), archive, taxonomy_path)
+    _log(f"SMASS I (other instrument): weighted F1 {result['weighted_f1']:.4f} on {result['n_scored']} "
+         f"({result['n_rejected']} rejected); ECE {result['ece_top_class']:.3f}; "
+         f"flagged {result['border_flagged_fraction']:.0%}")
+    return result
 
 
 def _write_report(path: Path | None, report: dict) -> Path | None:

@@ -16,7 +16,8 @@ INLINE_FIGURE_LIMIT = 256 * 1024
 
 _TRANSIT_FIELDS = ("period_days", "epoch_btjd", "duration_hours", "depth_ppm", "snr", "n_transits",
                    "planet_radius_earth", "triage_probability", "planet_probability", "known_toi")
-_SPECTRUM_FIELDS = ("main_group", "probabilities", "bus_class", "bus_probability")
+_SPECTRUM_FIELDS = ("main_group", "probabilities", "bus_class", "bus_probability", "calibrated_probabilities", "border",
+                    "border_reason", "novelty")
 _TARGET_FIELDS = ("observation_start", "observation_end", "tic_id", "sector", "ra_deg", "dec_deg", "tmag",
                   "asteroid_number", "designation")
 

@@ -53,7 +53,10 @@ from stream.errors import Rejected
 
 __all__ = [
     "Spectrum",
+    "MIN_COVERAGE",
+    "MIN_COVERAGE_MASKED",
     "asteroid_id",
+    "coverage_mask",
     "looks_like_spectrum",
     "object_name",
     "read_spectrum",
@@ -80,6 +83,11 @@ MIN_POINTS = 10
 # 0.75 of the grid = 0.36 µm of the 0.48 µm span, e.g. 0.49–0.92 µm (S3OS2) is 0.90 covered.
 # Accuracy versus coverage is measured by `skystream train smass` (truncated held-out spectra).
 MIN_COVERAGE = 0.75
+# For models with a coverage-mask input (training.smass.ModelConfig.coverage_mask, issue 13): a spectrum
+# covering 0.50–0.82 µm (65 of 97 grid points = 0.67; 0.49–0.83 µm files are 0.71) is scored, with the
+# uncovered points flagged by ``coverage_mask`` instead of being taken as data. The stream's features use
+# this threshold; the predictor applies MIN_COVERAGE itself to models without a coverage input.
+MIN_COVERAGE_MASKED = 0.66
 
 PREPROCESSING_VERSION = (
     f"spectra/1 grid={GRID_START_UM}-{GRID_STOP_UM}um/{GRID_STEP_UM} box-mean "
@@ -295,8 +303,23 @@ def _integral(x: np.ndarray, y: np.ndarray, t: np.ndarray) -> np.ndarray:
     return cumulative[k] + 0.5 * dx * (y[k] + yt)
 
 
-def resample(spectrum: Spectrum) -> tuple[np.ndarray, dict[str, Any]]:
-    """(normalised reflectance on WAVELENGTH_GRID_UM as float32, quality dict for SpectrumFeatures)."""
+def coverage_mask(quality: dict[str, Any]) -> np.ndarray:
+    """(grid,) float32: 1 where the grid point lies inside the data's [min_um, max_um] (``resample``'s quality).
+
+    The quality travels as Avro floats: 0.49 comes back as 0.49000001, so the ends are compared to float32
+    precision (1e-6 µm, far below the 0.005 µm grid step), or a covered edge point would read as uncovered.
+    """
+    grid = WAVELENGTH_GRID_UM
+    return ((grid >= quality["min_um"] - 1e-6) & (grid <= quality["max_um"] + 1e-6)).astype(np.float32)
+
+
+def resample(spectrum: Spectrum, min_coverage: float | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """(normalised reflectance on WAVELENGTH_GRID_UM as float32, quality dict for SpectrumFeatures).
+
+    ``min_coverage``: the insufficient-coverage threshold (default ``MIN_COVERAGE``; ``MIN_COVERAGE_MASKED``
+    for models that take the coverage mask).
+    """
+    min_coverage = MIN_COVERAGE if min_coverage is None else min_coverage
     x, y = spectrum.wavelength_um, spectrum.reflectance
     x0, x1 = float(x[0]), float(x[-1])
     grid = WAVELENGTH_GRID_UM
@@ -308,11 +331,11 @@ def resample(spectrum: Spectrum) -> tuple[np.ndarray, dict[str, Any]]:
     covered = (grid >= x0 - 1e-9) & (grid <= x1 + 1e-9)
     n_covered = int(np.count_nonzero(covered))
     coverage = n_covered / len(grid)
-    if coverage < MIN_COVERAGE:
+    if coverage < min_coverage:
         raise Rejected(
             "insufficient-coverage",
             f"data cover {x0:.4f}–{x1:.4f} µm = {coverage:.0%} of the model grid "
-            f"{GRID_START_UM}–{GRID_STOP_UM} µm; need {MIN_COVERAGE:.0%}",
+            f"{GRID_START_UM}–{GRID_STOP_UM} µm; need {min_coverage:.0%}",
         )
     # One integral evaluation for every cell edge (clipped to the data) and the normalisation window.
     centres = grid[covered]
@@ -365,7 +388,8 @@ _PROVISIONAL = re.compile(r"au(\d{4})([A-Z]{2}\d*)")
 def object_name(uri_or_name: str) -> str:
     """The asteroid from a SMASS file name: a000001 → "1", au1996UK → "1996 UK"; else the file stem."""
     base = unquote(PurePosixPath(uri_or_name.split("?", 1)[0]).name)
-    stem = base.removesuffix(".[2]").removesuffix(".spfit")
+    # SMASS phase suffixes: .[2] SMASSII, .[1] SMASS I (Xu et al. 1995), same naming otherwise.
+    stem = re.sub(r"\.\[\d\]$", "", base).removesuffix(".spfit")
     if m := _NUMBERED.fullmatch(stem):
         return str(int(m.group(1)))
     if m := _PROVISIONAL.fullmatch(stem):
@@ -392,7 +416,9 @@ def spectrum_features(data: bytes, *, uri: str, file_id: str, detected_at_ms: in
     """A SpectrumFeatures record (schemas/avro/spectrum_features.avsc) for one file's bytes."""
     spectrum = read_spectrum(data, name=uri)
     try:
-        values, quality = resample(spectrum)
+        # One set of features for every model: a model without a coverage input still rejects a spectrum
+        # below MIN_COVERAGE, in the predictor (stream/scoring/spectrum_predictor.py).
+        values, quality = resample(spectrum, min_coverage=MIN_COVERAGE_MASKED)
     except Rejected as exc:
         raise Rejected(exc.reason, f"{uri}: {exc}") from None
     return {

@@ -1,7 +1,14 @@
 """SpectrumFeatures → Prediction with the SMASS ONNX model (main group and Bus class).
 
 The model's metadata says what it expects (written by training/smass.py): ``wavelength_grid_um``,
-``input_name``, ``output_names`` {"main_group", "bus_class"}, ``class_names``, ``bus_class_names``.
+``input_name``, ``output_names`` {"main_group", "bus_class"}, ``class_names``, ``bus_class_names``;
+optionally ``coverage_name`` (a second input: 1 where the grid point lies inside the data), ``calibration``
+and ``border_rule`` (stream/scoring/calibration.py), ``bus_to_main_group``.
+
+Coverage: the features are computed for every model with ``MIN_COVERAGE_MASKED`` (stream.features.spectra).
+A model with a coverage input is fed ``coverage_mask(record["quality"])`` and scores such spectra; a model
+without one never learnt that held-flat ends are not data, so it keeps the old rule and rejects a record
+covering less than ``MIN_COVERAGE`` (``insufficient-coverage``), exactly as before.
 """
 
 from __future__ import annotations
@@ -12,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from stream.errors import Rejected
-from stream.features.spectra import asteroid_id
+from stream.features.spectra import MIN_COVERAGE, asteroid_id, coverage_mask
+from stream.scoring.calibration import border_flag, temper
 from stream.scoring.onnx_model import OnnxModel
 
-__all__ = ["predict_spectra", "prediction_id"]
+__all__ = ["coverage_input", "predict_spectra", "prediction_id"]
 
 GRID_ATOL_UM = 1e-6  # the features travel as Avro floats (float32): compare grids to that precision
 
@@ -34,6 +42,26 @@ def _check_grid(record: dict[str, Any], grid: np.ndarray, model: OnnxModel) -> N
             f"{wl[:1].round(4).tolist()}…{wl[-1:].round(4).tolist()} µm, but {model.name} v{model.version} "
             f"expects {len(grid)} points {grid[0]:.4f}…{grid[-1]:.4f} µm (preprocessing "
             f"{record.get('preprocessing', '?')!r} vs {model.metadata.get('preprocessing', '?')!r})",
+        )
+
+
+def coverage_input(model: OnnxModel) -> str | None:
+    """The name of the model's coverage-mask input, or None for a model that takes the reflectance only."""
+    name = model.metadata.get("coverage_name")
+    if name and name in model.input_names:
+        return str(name)
+    return None
+
+
+def _check_coverage(record: dict[str, Any], model: OnnxModel) -> None:
+    coverage = (record.get("quality") or {}).get("coverage_fraction")
+    if coverage is not None and coverage < MIN_COVERAGE:
+        quality = record["quality"]
+        raise Rejected(
+            "insufficient-coverage",
+            f"{record.get('uri', '?')}: data cover {quality.get('min_um', float('nan')):.4f}–"
+            f"{quality.get('max_um', float('nan')):.4f} µm = {coverage:.0%} of the model grid; "
+            f"{model.name} v{model.version} has no coverage input and needs {MIN_COVERAGE:.0%}",
         )
 
 
@@ -56,8 +84,11 @@ def predict_spectra(model: OnnxModel, features: list[dict[str, Any]], toi: Any =
         group_names, bus_names = list(meta["class_names"]), list(meta["bus_class_names"])
     except KeyError as exc:
         raise Rejected("model-metadata", f"{model.name} v{model.version}: metadata lacks {exc}") from None
+    coverage_name = coverage_input(model)
     for record in features:
         _check_grid(record, grid, model)
+        if coverage_name is None:
+            _check_coverage(record, model)
     x = np.asarray([record["reflectance"] for record in features], dtype=np.float32)
     if not np.all(np.isfinite(x)):
         bad = [r.get("uri", "?") for r, row in zip(features, x, strict=True) if not np.all(np.isfinite(row))]
@@ -65,11 +96,24 @@ def predict_spectra(model: OnnxModel, features: list[dict[str, Any]], toi: Any =
     # One run for the batch. Each row's outputs do not depend on the other rows (onnxruntime loops
     # over images in Conv and accumulates each GEMM row in the same order whatever the batch size),
     # so a file scores the same alone or in any batch: tests/test_spectra.py checks it bit for bit.
-    out = model.run({input_name: x})
+    inputs = {input_name: x}
+    if coverage_name is not None:
+        inputs[coverage_name] = np.stack([coverage_mask(record["quality"]) for record in features])
+    out = model.run(inputs)
+    temperature = (meta.get("calibration") or {}).get("temperature")
+    # float32, as the messages carry them: a prediction is the same before and after its Avro round trip.
+    calibrated = temper(out[out_group], temperature).astype(np.float32) if temperature else None
+    rule = meta.get("border_rule")
+    bus_to_group = meta.get("bus_to_main_group") or {}
     results = []
-    for record, p_group, p_bus in zip(features, out[out_group], out[out_bus], strict=True):
+    for i, (record, p_group, p_bus) in enumerate(zip(features, out[out_group], out[out_bus], strict=True)):
         g, b = int(np.argmax(p_group)), int(np.argmax(p_bus))
         number, designation = asteroid_id(record["uri"])
+        p_cal = None if calibrated is None else {n: float(p) for n, p in zip(group_names, calibrated[i], strict=True)}
+        bus_probabilities = {name: float(p) for name, p in zip(bus_names, p_bus, strict=True)}
+        border, border_reason = border_flag(
+            p_cal or {n: float(p) for n, p in zip(group_names, p_group, strict=True)},
+            bus_probabilities, bus_to_group, record["reflectance"], rule)
         results.append(
             {
                 "prediction_id": prediction_id(record["file_id"], model.name, model.version),
@@ -94,7 +138,11 @@ def predict_spectra(model: OnnxModel, features: list[dict[str, Any]], toi: Any =
                 "tmag": None,
                 "asteroid_number": number,
                 "designation": designation,
-                "bus_probabilities": {name: float(p) for name, p in zip(bus_names, p_bus, strict=True)},
+                "bus_probabilities": bus_probabilities,
+                "calibrated_probabilities": p_cal,
+                "border": border,
+                "border_reason": border_reason,
+                "novelty": None,  # not assessed yet (issue 13: a sketch in docs/experiments/issue13)
             }
         )
     return results

@@ -1,0 +1,127 @@
+"""Cross-survey check (issue 13): SMASS I spectra, another instrument, scored with the real `skystream score`.
+
+    python tests/benchmarks/bench_cross_survey.py [--version N] [--registry DIR]
+
+Unpacks ../shared/data/smass1/smass1data.tar.gz into a temporary directory, keeps the spectra of asteroids
+with a Bus class in one of the main groups (labels by asteroid number from smass2/Bus.Taxonomy.txt), runs
+`python -m stream.cli score FILES --registry R` (R: a temporary copy of the bundled registry with
+``--version`` as champion, default the bundled champion), and prints: weighted F1 of the main group,
+the share rejected, top-class ECE (calibrated probabilities when the model has a temperature), border
+flag rate, and confident (> 0.9) answers wrong across a border (S/Other, C/X) without a flag. Then a
+spectrum cut to 0.50-0.82 µm is scored: a coverage-mask model scores it, an older one rejects it.
+Prints numbers; asserts nothing. The models were trained on SMASSII spectra of most of these asteroids:
+this measures the instrument change (out-of-object numbers: docs/experiments/issue13/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from stream.features.spectra import object_name  # noqa: E402
+from stream.models.registry import BUNDLED  # noqa: E402
+from training.cross_survey import CONFIDENT, cross_survey_metrics, iter_smass1, main_group_labels  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+SMASS1 = DATA / "smass1" / "smass1data.tar.gz"
+TAXONOMY = DATA / "smass2" / "Bus.Taxonomy.txt"
+GROUPS = ["C", "S", "X", "Other"]
+
+
+def registry_with_champion(root: Path, source: Path, version: str | None) -> Path:
+    """A copy of ``source``'s smass task under ``root`` with ``version`` as champion (default: as shipped)."""
+    dest = root / "registry"
+    shutil.copytree(source / "smass", dest / "smass")
+    if version:
+        champion = json.loads((dest / "smass" / "champion.json").read_text())
+        champion = {"version": version, "history": [*champion["history"], version]}
+        (dest / "smass" / "champion.json").write_text(json.dumps(champion))
+    return dest
+
+
+def skystream_score(files: list[Path], registry: Path) -> list[dict]:
+    """The real command, one JSON line per file."""
+    out = subprocess.run([sys.executable, "-m", "stream.cli", "score", *map(str, files), "--registry", str(registry)],
+                         cwd=ROOT, capture_output=True, text=True, check=True, env=_env())
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def cut_file(source: bytes, lo: float, hi: float) -> bytes:
+    """The rows of a SMASS table that cover ``lo``-``hi`` µm: those inside, and the nearest one beyond each end
+    (SMASS I tables are in Å, SMASSII in µm)."""
+    lines = [line for line in source.decode().splitlines() if line.split()]
+    scale = 1e4 if float(lines[0].split()[0]) > 100 else 1.0
+    w = [float(line.split()[0]) / scale for line in lines]
+    first = max(i for i, x in enumerate(w) if x <= lo)
+    last = min(i for i, x in enumerate(w) if x >= hi)
+    rows = lines[first:last + 1]
+    return ("\n".join(rows) + "\n").encode()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--version", help="smass version to make champion in the copy (default: the bundled champion)")
+    ap.add_argument("--registry", type=Path, default=BUNDLED, help="registry to copy (default: the bundled one)")
+    args = ap.parse_args()
+    labels = main_group_labels(TAXONOMY)
+    with tempfile.TemporaryDirectory(prefix="bench-cross-survey-") as tmp:
+        tmp = Path(tmp)
+        inbox = tmp / "smass1"
+        inbox.mkdir()
+        files, truth, n_files = [], [], 0
+        for name, data in iter_smass1(SMASS1):
+            n_files += 1
+            obj = object_name(name)
+            if obj in labels:
+                (inbox / name).write_bytes(data)
+                files.append(inbox / name)
+                truth.append(labels[obj][1])
+        registry = registry_with_champion(tmp, args.registry, args.version)
+        results = skystream_score(files, registry)
+        scored = [(r, t) for r, t in zip(results, truth, strict=True) if not r.get("rejected")]
+        rejected = [r for r in results if r.get("rejected")]
+        version = scored[0][0]["model_version"] if scored else "?"
+        m = cross_survey_metrics([r for r, _ in scored], [t for _, t in scored], GROUPS, n_rejected=len(rejected))
+
+        first = next(name for name, _ in iter_smass1(SMASS1) if object_name(name) in labels)
+        cut = tmp / "cut" / first
+        cut.parent.mkdir()
+        cut.write_bytes(cut_file((inbox / first).read_bytes(), 0.50, 0.82))
+        [cut_result] = skystream_score([cut], registry)
+
+    print(f"smass v{version} via `skystream score`: SMASS I, {len(files)} spectra with a main-group label "
+          f"(of {n_files} files)")
+    print(f"  weighted F1 (main group)        {m['weighted_f1']:.4f}   accuracy {m['accuracy']:.4f}")
+    print("  per-class F1                    " + "  ".join(f"{k} {v:.3f}" for k, v in m["per_class_f1"].items()))
+    print(f"  confusion (rows true {GROUPS})  {m['confusion_matrix']['counts']}")
+    print(f"  S called Other                  {m['s_called_other']}")
+    print(f"  rejected                        {len(rejected)} ({m['rejected_fraction']:.1%})"
+          + (f": {sorted({r['reason'] for r in rejected})}" if rejected else ""))
+    print(f"  top-class ECE (15 bins)         {m['ece_top_class']:.3f}   "
+          f"uncalibrated {m['ece_top_class_uncalibrated']:.3f}")
+    print(f"  border flagged                  {m['border_flagged_fraction']:.1%}")
+    print(f"  confident (>{CONFIDENT}) wrong across a border: "
+          f"{m[f'confident_wrong_across_border (p>{CONFIDENT})']}, without a flag: "
+          f"{m[f'confident_wrong_across_border_unflagged (p>{CONFIDENT})']}")
+    state = (f"rejected ({cut_result['reason']})" if cut_result.get("rejected")
+             else f"scored: {cut_result['main_group']} (border {cut_result.get('border')})")
+    state += f", true {labels[object_name(first)][0]} ({labels[object_name(first)][1]})"
+    print(f"  {first} cut to 0.50-0.82 µm    {state}")
+
+
+if __name__ == "__main__":
+    main()

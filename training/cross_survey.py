@@ -1,0 +1,138 @@
+"""SMASS I (Xu et al. 1995): the same asteroids as SMASSII from another instrument, scored as the stream scores them.
+
+Issue 13's cross-survey check. Every SMASS I file goes through stream.features.spectra (the reader and
+resampler the stream runs) and stream.scoring.spectrum_predictor (coverage input, calibration and the
+border flag from the model's metadata); labels are the SMASSII Bus classes of the same asteroid numbers
+(``Bus.Taxonomy.txt``). ``evaluate_smass1`` writes its numbers into a model's metadata
+(``metrics.smass1``, shown by ``skystream models show smass``); tests/benchmarks/bench_cross_survey.py
+measures the same through ``skystream score``.
+
+Read the numbers with care: the shipped models are trained on all SMASSII spectra, which include 96 of
+these 99 asteroids, so this measures the instrument change, not new objects
+(docs/experiments/issue13/RESULTS.md has the out-of-object numbers).
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stream.errors import Rejected
+from stream.features.spectra import object_name, spectrum_features
+from stream.settings import shared_data
+
+__all__ = ["BORDER_PAIRS", "CONFIDENT", "DEFAULT_SMASS1", "cross_survey_metrics", "evaluate_smass1",
+           "iter_smass1", "main_group_labels"]
+
+DEFAULT_SMASS1 = shared_data() / "smass1" / "smass1data.tar.gz"
+ORIGIN = "http://smass.mit.edu/smass.html (Xu et al. 1995, Icarus 115, 1): smass1data.tar.gz"
+BORDER_PAIRS = ({"S", "Other"}, {"C", "X"})  # the confusions users care about (issue 13)
+CONFIDENT = 0.9  # "confident" answer: top (calibrated) probability above this
+ECE_BINS = 15
+
+
+def iter_smass1(archive: Path = DEFAULT_SMASS1) -> Iterable[tuple[str, bytes]]:
+    """(file name, bytes) of every SMASS I spectrum (``*.[1]``) in the archive, in name order."""
+    with tarfile.open(archive) as tar:
+        members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.endswith(".[1]")), key=lambda m: m.name)
+        for m in members:
+            yield Path(m.name).name, tar.extractfile(m).read()
+
+
+def main_group_labels(taxonomy_path: Path) -> dict[str, tuple[str, str]]:
+    """object → (Bus class, main group) for every object with a Bus class in one of the main groups (Q has none)."""
+    from training.smass import BUS_TO_GROUP, parse_taxonomy
+
+    taxonomy = parse_taxonomy(taxonomy_path.read_text(encoding="latin-1"))
+    return {obj: (e.bus, BUS_TO_GROUP[e.bus]) for obj, e in taxonomy.items() if e.bus in BUS_TO_GROUP}
+
+
+def _ece(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Top-class expected calibration error with equal-width bins on [0, 1]."""
+    total = 0.0
+    edges = np.linspace(0, 1, bins + 1)
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        sel = (confidence > lo) & (confidence <= hi)
+        if sel.any():
+            total += sel.mean() * abs(correct[sel].mean() - confidence[sel].mean())
+    return float(total)
+
+
+def cross_survey_metrics(predictions: list[Mapping[str, Any]], truth: list[str], group_names: list[str],
+                         n_rejected: int = 0) -> dict[str, Any]:
+    """Metrics of spectrum predictions against their true main groups (same order).
+
+    Confidence is the calibrated top probability when the prediction has one, else the raw one.
+    """
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    n = len(predictions)
+    pred = [p["main_group"] for p in predictions]
+    probs = [p.get("calibrated_probabilities") or p["probabilities"] for p in predictions]
+    confidence = np.array([max(q.values()) for q in probs]) if n else np.zeros(0)
+    raw_confidence = np.array([max(p["probabilities"].values()) for p in predictions]) if n else np.zeros(0)
+    correct = np.array([a == b for a, b in zip(pred, truth, strict=True)], dtype=float)
+    border = np.array([bool(p.get("border")) for p in predictions], dtype=bool)
+    across = np.array([{a, b} in BORDER_PAIRS for a, b in zip(pred, truth, strict=True)], dtype=bool)
+    confident_wrong = (correct == 0) & (confidence > CONFIDENT)
+    f1 = f1_score(truth, pred, labels=group_names, average=None, zero_division=0) if n else []
+    wrong = [{"object": p["object"], "true": t, "predicted": p["main_group"], "confidence": round(float(c), 3),
+              "border": p.get("border")}
+             for p, t, c in zip(predictions, truth, confidence, strict=True) if p["main_group"] != t]
+    return {
+        "n_scored": n,
+        "n_rejected": n_rejected,
+        "rejected_fraction": n_rejected / (n + n_rejected) if n + n_rejected else 0.0,
+        "weighted_f1": float(f1_score(truth, pred, average="weighted")) if n else None,
+        "accuracy": float(correct.mean()) if n else None,
+        "per_class_f1": {name: float(v) for name, v in zip(group_names, f1, strict=True)},
+        "confusion_matrix": {"labels": group_names, "rows": "true", "columns": "predicted",
+                             "counts": confusion_matrix(truth, pred, labels=group_names).tolist() if n else []},
+        "s_called_other": sum(1 for a, b in zip(truth, pred, strict=True) if a == "S" and b == "Other"),
+        "ece_top_class": _ece(confidence, correct) if n else None,
+        "ece_top_class_uncalibrated": _ece(raw_confidence, correct) if n else None,
+        "ece_bins": ECE_BINS,
+        "border_flagged_fraction": float(border.mean()) if n else None,
+        "error_rate_flagged": float(1 - correct[border].mean()) if border.any() else None,
+        "error_rate_unflagged": float(1 - correct[~border].mean()) if (~border).any() else None,
+        f"confident_wrong_across_border (p>{CONFIDENT})": int(np.sum(confident_wrong & across)),
+        f"confident_wrong_across_border_unflagged (p>{CONFIDENT})": int(np.sum(confident_wrong & across & ~border)),
+        "wrong": wrong,
+    }
+
+
+def evaluate_smass1(model: Any, archive: Path = DEFAULT_SMASS1, taxonomy_path: Path | None = None) -> dict[str, Any]:
+    """Score every SMASS I spectrum of an asteroid with a main-group label as the stream does; the metrics.
+
+    ``model`` is a stream.scoring.onnx_model.OnnxModel (its metadata drives coverage, calibration and the
+    border flag). Files the reader or the predictor refuses count as rejected, with their reasons.
+    """
+    from stream.scoring.spectrum_predictor import predict_spectra
+    from training.smass import DEFAULT_DATA
+
+    labels = main_group_labels(taxonomy_path or DEFAULT_DATA / "Bus.Taxonomy.txt")
+    predictions, truth, rejected, n_files = [], [], {}, 0
+    for name, data in iter_smass1(archive):
+        n_files += 1
+        obj = object_name(name)
+        if obj not in labels:
+            continue
+        try:
+            record = spectrum_features(data, uri=f"smass1/{name}", file_id=name, detected_at_ms=0)
+            [prediction] = predict_spectra(model, [record])
+        except Rejected as exc:
+            rejected[exc.reason] = rejected.get(exc.reason, 0) + 1
+            continue
+        predictions.append(prediction)
+        truth.append(labels[obj][1])
+    metrics = cross_survey_metrics(predictions, truth, list(model.metadata["class_names"]),
+                                   n_rejected=sum(rejected.values()))
+    return {"data": {"origin": ORIGIN, "file": archive.name, "n_files": n_files,
+                     "labels": "SMASSII Bus class of the same asteroid (Bus.Taxonomy.txt), main groups only"},
+            "rejected_by_reason": rejected, **metrics,
+            "note": "the model was trained on SMASSII spectra of most of these asteroids: this measures the "
+                    "instrument change (out-of-object numbers: docs/experiments/issue13/RESULTS.md)"}
