@@ -32,3 +32,12 @@ def load_module(path: Path) -> ModuleType:
     sys.modules[path.stem] = module
     spec.loader.exec_module(module)
     return module
+
+
+def process_gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting for a parent that is not this test counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return "zombie" in status.read().lower()
+    except FileNotFoundError:
+        return True

@@ -8,20 +8,11 @@ import subprocess
 import sys
 
 from aiokafka.admin import AIOKafkaAdminClient
-from helpers import wait_until
+from helpers import process_gone, wait_until
 
 from stream.runtime.embedded_broker import EmbeddedBroker, free_port
 from stream.runtime.kafka import ensure_topics
 from stream.settings import TOPICS, Settings
-
-
-def _gone(pid: int) -> bool:
-    """The process has exited (a zombie waiting for a parent that is not this test counts as exited)."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            return "zombie" in status.read().lower()
-    except FileNotFoundError:
-        return True
 
 
 def _topics(bootstrap: str) -> dict[str, int]:
@@ -44,7 +35,7 @@ def test_topics_are_created_once_with_their_partitions() -> None:
         topics = _topics(broker.bootstrap)
         pid = broker.proc.pid
     assert topics[TOPICS["files"]] == 3 and topics[TOPICS["models"]] == 1
-    wait_until(lambda: _gone(pid), 10, f"the broker process {pid} to exit")
+    wait_until(lambda: process_gone(pid), 10, f"the broker process {pid} to exit")
 
 
 def test_skystream_broker_command_stops_cleanly_on_ctrl_c() -> None:
@@ -61,4 +52,4 @@ def test_skystream_broker_command_stops_cleanly_on_ctrl_c() -> None:
         assert proc.wait(10) == 0
     finally:
         proc.kill()
-    wait_until(lambda: all(_gone(int(child)) for child in children), 10, "tansu to exit after Ctrl-C")
+    wait_until(lambda: all(process_gone(int(child)) for child in children), 10, "tansu to exit after Ctrl-C")

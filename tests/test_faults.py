@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import wait_until
+from helpers import process_gone, wait_until
 
 from stream.devstack.localstack import Collected, collect
 from stream.models.registry import BUNDLED
@@ -89,7 +89,7 @@ class Stack:
             os.kill(int(pid), signal.SIGKILL)
         self.broker_proc.kill()
         self.broker_proc.wait()
-        wait_until(lambda: all(_gone(int(pid)) for pid in children), 10, "tansu to exit")
+        wait_until(lambda: all(process_gone(int(pid)) for pid in children), 10, "tansu to exit")
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         proc = self._start(f"worker-{len(self.workers)}", "worker", "--metrics-port", str(free_port()))
@@ -171,12 +171,6 @@ class Recorder:
         self.thread.join(30)
 
 
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            return "zombie" in status.read().lower()
-    except FileNotFoundError:
-        return True
 
 
 def _ids(files: list[Path]) -> set[str]:

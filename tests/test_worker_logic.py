@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 from conftest import BAD_FILES
-from helpers import wait_until
+from helpers import process_gone, wait_until
 from prometheus_client import REGISTRY
 
 import schemas
@@ -77,11 +77,6 @@ def test_file_events_become_features_or_one_dead_letter(tmp_path: Path, smass_di
     assert processed("preprocess", "rejected") - rejected_before == 2
 
 
-def _gone(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
 
 
 def test_preprocess_pool_survives_a_killed_child(smass_dir: Path) -> None:
@@ -93,7 +88,7 @@ def test_preprocess_pool_survives_a_killed_child(smass_dir: Path) -> None:
         first = await pool.extract("spectrum", [(files[0], "f" * 64, 0)])
         pid = pool.child_pid("spectrum")
         os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: _gone(pid), 30, "the child to die")
+        wait_until(lambda: process_gone(pid), 30, "the child to die")
         return first + await pool.extract("spectrum", [(f, "f" * 64, 0) for f in files[1:]])
 
     try:
