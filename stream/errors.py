@@ -1,4 +1,5 @@
-"""Errors that stop one input without stopping a worker: rejected for good (a dead letter), or unavailable for now (retried)."""
+"""Errors that stop one input without stopping a worker: rejected for good (a dead letter), or
+unavailable for now (retried)."""
 
 from __future__ import annotations
 
