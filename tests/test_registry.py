@@ -230,7 +230,7 @@ def test_announce_is_a_no_op_without_a_broker(monkeypatch):
     assert announce(Settings(), record) is False
 
 
-# A POSIX absolute or home-relative path with at least one directory: "/work/x", "~/data/y", "--out=/tmp/z".
+# A POSIX absolute or home-relative path with at least one directory: "/srv/x", "~/data/y", "--out=/tmp/z".
 ABSOLUTE_PATH = re.compile(r"(?:^|[\s=(])~?/[\w.-]+/")
 
 

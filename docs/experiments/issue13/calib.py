@@ -1,7 +1,7 @@
 # ruff: noqa  (research script, phase 1 of issue 13: kept as it ran; see README.md)
 """Issue 13 step 3: calibration and the border flag, from the saved out-of-fold predictions of exp.py.
 
-cd /work/wt13 && PYTHONPATH=/work/wt13:/work/scratch13 /work/main/.venv/bin/python /work/scratch13/calib.py NAME_sSEED [...]
+cd . && PYTHONPATH=.:scratch13 .venv/bin/python scratch13/calib.py NAME_sSEED [...]
 
 Temperature T (p ∝ p_model^(1/T)) fitted by NLL on the dev-split out-of-fold predictions of the
 instrument-PERTURBED SMASSII copies (slope N(0,0.12)/µm, random crop; exp.perturbed_copies): another
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from s1common import ece, weighted_f1  # noqa: E402
 from training import smass  # noqa: E402
 
-R = Path("/work/scratch13/results")
+R = Path("scratch13/results")
 G = smass.GROUP_NAMES
 PAIRS = [{"S", "Other"}, {"C", "X"}]
 M = smass.bus_to_group_matrix()

@@ -2,14 +2,14 @@
 """The shipped report metric for a protocol: stratified 5-fold CV on all 1,341 SMASSII spectra
 (training.smass.cross_validate with its survey variants), nothing published. Coverage-mask models get the
 mask from each spectrum's quality (all SMASSII spectra cover >= 97 % of the grid).
-cd /work/wt13 && PYTHONPATH=/work/wt13:/work/scratch13 python cv5.py NAME --config FIELD=VALUE ...
+cd . && PYTHONPATH=.:scratch13 python cv5.py NAME --config FIELD=VALUE ...
 """
 import argparse
 import dataclasses
 import json
 import sys
 import numpy as np
-sys.path.insert(0, "/work/scratch13")
+sys.path.insert(0, "scratch13")
 from exp import SMASS2_DIR  # noqa: E402
 from training import smass  # noqa: E402
 
@@ -25,5 +25,5 @@ res = {"name": a.name, "config": dataclasses.asdict(cfg), "cv5_weighted_f1_mean"
        "cv5_weighted_f1_std": mg["weighted_f1_std"], "cv5_pooled": mg["weighted_f1_pooled"],
        "bus_accuracy": cv["bus_class"]["accuracy_pooled"]}
 print(json.dumps(res))
-with open("/work/scratch13/results/cv5.jsonl", "a") as f:
+with open("scratch13/results/cv5.jsonl", "a") as f:
     f.write(json.dumps(res) + "\n")

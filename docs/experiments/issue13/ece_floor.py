@@ -3,7 +3,7 @@
 calibrated confidences (a perfectly calibrated model with the same confidence histogram)."""
 import sys
 import numpy as np
-sys.path.insert(0, "/work/scratch13")
+sys.path.insert(0, "scratch13")
 from calib import fit_t, temper, R
 from s1common import ece
 for name, key in [("base_s0", "p_perturbed"), ("cropmask_curv03_bump03_s0", "p_instr_b")]:

@@ -1,7 +1,7 @@
 # ruff: noqa  (research script, phase 1 of issue 13: kept as it ran; see README.md)
 """Issue 13, step 1: the shipped SMASS model on SMASS I (another instrument), through the repo's own code.
 
-Run: cd /work/wt13 && PYTHONPATH=/work/wt13:/work/scratch13 /work/main/.venv/bin/python /work/scratch13/eval_smass1.py
+Run: cd . && PYTHONPATH=.:scratch13 .venv/bin/python scratch13/eval_smass1.py
 """
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ from stream.models.registry import BUNDLED  # noqa: E402
 from stream.scoring.spectrum_predictor import predict_spectra  # noqa: E402
 from training import smass  # noqa: E402
 
-REG = Path("/work/wt13/stream/bundled/registry/smass/1")
+REG = Path("./stream/bundled/registry/smass/1")
 
 
 def main() -> None:
-    out_dir = Path("/work/scratch13/results"); out_dir.mkdir(exist_ok=True)
+    out_dir = Path("scratch13/results"); out_dir.mkdir(exist_ok=True)
     s1 = load_smass1()
     print(f"SMASS I files: {len(s1)}; labelled (Bus class in Bus.Taxonomy.txt): "
           f"{sum(bool(r['bus']) for r in s1)}; rejected: {Counter(r['reason'] for r in s1 if r['reason'])}")

@@ -3,7 +3,7 @@
 out-of-fold predictions on instrument-perturbed and 0.49-0.83 µm cut copies of the dev spectra (made
 through stream.spectra), and SMASS I scored by fold models that never saw that asteroid's SMASSII spectrum.
 
-cd /work/wt13 && PYTHONPATH=/work/wt13:/work/scratch13 /work/main/.venv/bin/python /work/scratch13/exp.py \
+cd . && PYTHONPATH=.:scratch13 .venv/bin/python scratch13/exp.py \
     --name NAME [--members 1] [--epochs 80] [--folds 4] [--seed 0] [--config FIELD=VALUE ...]
 The untouched 20 % held-out split is never scored.
 """
@@ -24,7 +24,7 @@ from stream.features import spectra  # noqa: E402
 from stream.errors import Rejected  # noqa: E402
 from training import smass  # noqa: E402
 
-OUT = Path("/work/scratch13/results")
+OUT = Path("scratch13/results")
 PERTURB_SEED = 2026  # fixed: every variant is judged on the same perturbed copies
 
 

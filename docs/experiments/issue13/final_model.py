@@ -3,7 +3,7 @@
 ONNX (two inputs: reflectance, coverage), check ONNX vs Keras, and score SMASS I through onnxruntime.
 Also reports the calibrated ECE with a given temperature and the border-flag counts.
 
-cd /work/wt13 && PYTHONPATH=/work/wt13:/work/scratch13 /work/main/.venv/bin/python /work/scratch13/final_model.py \
+cd . && PYTHONPATH=.:scratch13 .venv/bin/python scratch13/final_model.py \
     --name NAME [--temperature T] [--members 3] [--epochs 80] [--config FIELD=VALUE ...]
 """
 import argparse
@@ -70,8 +70,8 @@ def main():
            "wrong": [(s1[i]["object"], s1[i]["bus"], smass.GROUP_NAMES[int(p1[i].argmax())], round(float(pc[i].max()), 3),
                       bool(fl[i])) for i in np.flatnonzero(p1.argmax(1) != y1)]}
     print(json.dumps(res))
-    Path(f"/work/scratch13/results/final_{a.name}.onnx").write_bytes(onnx_bytes)
-    with open("/work/scratch13/results/final.jsonl", "a") as f:
+    Path(f"scratch13/results/final_{a.name}.onnx").write_bytes(onnx_bytes)
+    with open("scratch13/results/final.jsonl", "a") as f:
         f.write(json.dumps(res) + "\n")
 
 

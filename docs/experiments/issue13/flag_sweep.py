@@ -1,9 +1,9 @@
 # ruff: noqa  (research script, phase 1 of issue 13: kept as it ran; see README.md)
 """Border-flag thresholds: chosen on dev out-of-fold (temperature-scaled with T from the perturbed dev copies),
-then counted on SMASS I. cd /work/wt13 && PYTHONPATH=... python flag_sweep.py NAME_sSEED [T_KEY]"""
+then counted on SMASS I. cd . && PYTHONPATH=... python flag_sweep.py NAME_sSEED [T_KEY]"""
 import sys
 import numpy as np
-sys.path.insert(0, "/work/scratch13")
+sys.path.insert(0, "scratch13")
 from calib import border_flag, confident_wrong, fit_t, temper, R
 
 name = sys.argv[1]; key = sys.argv[2] if len(sys.argv) > 2 else "p_instr"

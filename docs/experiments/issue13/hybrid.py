@@ -4,10 +4,10 @@ SMASS I spectrum by the same asteroid's SMASSII spectrum (scaled to match at the
 import sys
 import numpy as np
 import onnxruntime as ort
-sys.path.insert(0, "/work/scratch13")
+sys.path.insert(0, "scratch13")
 from s1common import GRID, SMASS2_DIR, load_smass1, ls_slope, weighted_f1
 from training import smass
-sess = ort.InferenceSession(open("/work/wt13/stream/bundled/registry/smass/1/model.onnx", "rb").read(), providers=["CPUExecutionProvider"])
+sess = ort.InferenceSession(open("./stream/bundled/registry/smass/1/model.onnx", "rb").read(), providers=["CPUExecutionProvider"])
 s1 = [r for r in load_smass1() if r["group"] and r["values"] is not None]
 s2 = smass.load_smass(SMASS2_DIR); by = dict(zip(s2.objects, s2.features))
 s1 = [r for r in s1 if r["object"] in by]

@@ -3,7 +3,7 @@
 import json
 from collections import defaultdict
 from pathlib import Path
-R = Path("/work/scratch13/results")
+R = Path("scratch13/results")
 rows = [json.loads(l) for l in open(R / "summary.jsonl")]
 cal = {}
 if (R / "calibration.jsonl").exists():

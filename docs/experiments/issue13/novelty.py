@@ -4,7 +4,7 @@
 Input: the spectrum divided by its least-squares line over the covered grid (slope-normalised, so an
 instrument's slope error alone does not make a spectrum novel), covered points only (held ends = 1).
 Fit on the SMASSII development split (80 %) only; novelty = percentile of -loglik among the training set.
-cd /work/wt13 && PYTHONPATH=/work/wt13:/work/scratch13 /work/main/.venv/bin/python /work/scratch13/novelty.py
+cd . && PYTHONPATH=.:scratch13 .venv/bin/python scratch13/novelty.py
 """
 import json
 import sys
@@ -71,7 +71,7 @@ def main():
     print("most novel SMASS I:", [(s1[i]["object"], s1[i]["bus"] or "-", round(float(n1[i]), 1),
                                    f"{s1[i]['quality']['min_um']:.3f}-{s1[i]['quality']['max_um']:.3f}") for i in top1])
     json.dump({"smass1_frac_ge95": float(np.mean(n1 >= 95)), "smass1_frac_ge99": float(np.mean(n1 >= 99)),
-               "dev_frac_ge95": float(np.mean(nt >= 95))}, open("/work/scratch13/results/novelty.json", "w"))
+               "dev_frac_ge95": float(np.mean(nt >= 95))}, open("scratch13/results/novelty.json", "w"))
 
 
 if __name__ == "__main__":

@@ -2,12 +2,12 @@
 """Mean SMASS I / SMASSII ratio per grid point (after removing each object's LS slope): systematic shape differences."""
 import json, sys
 import numpy as np
-sys.path.insert(0, "/work/scratch13")
+sys.path.insert(0, "scratch13")
 from s1common import GRID, SMASS2_DIR, load_smass1, ls_slope
 from training import smass
 s1 = load_smass1(); s2 = smass.load_smass(SMASS2_DIR)
 by = dict(zip(s2.objects, s2.features))
-sh = json.load(open("/work/scratch13/results/shipped_smass1.json"))
+sh = json.load(open("scratch13/results/shipped_smass1.json"))
 wrong_s = {"6","14","18","28","29","116","169","196","230","354","416","456","519","737"}
 R, Rw, Rraw = [], [], []
 for r in s1:

@@ -7,13 +7,13 @@
   top class lies in the runner-up group), or — for C/X — the spectrum's least-squares slope lies within
   ±0.10/µm (the typical instrument slope difference) of the C|X slope boundary (the midpoint of the C and X
   median slopes of the dev split).
-cd /work/wt13 && PYTHONPATH=/work/wt13:/work/scratch13 python recipe_eval.py NAME_sSEED [--t-from p_instr]
+cd . && PYTHONPATH=.:scratch13 python recipe_eval.py NAME_sSEED [--t-from p_instr]
 """
 import argparse
 import json
 import sys
 import numpy as np
-sys.path.insert(0, "/work/scratch13")
+sys.path.insert(0, "scratch13")
 from calib import PAIRS, G, M, fit_t, temper, R  # noqa: E402
 from s1common import GRID, SMASS2_DIR, ece, load_smass1, weighted_f1  # noqa: E402
 from training import smass  # noqa: E402

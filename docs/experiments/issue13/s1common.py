@@ -12,8 +12,8 @@ from stream.features import spectra
 from stream.errors import Rejected
 from training import smass
 
-SMASS1_TAR = Path("/work/shared/data/smass1/smass1data.tar.gz")
-SMASS2_DIR = Path("/work/shared/data/smass2")
+SMASS1_TAR = Path("../shared/data/smass1/smass1data.tar.gz")
+SMASS2_DIR = Path("../shared/data/smass2")
 GRID = spectra.WAVELENGTH_GRID_UM
 _NUM = re.compile(r"a(\d{6,7})\.\[1\]")
 _PROV = re.compile(r"au(\d{4})([A-Z]{2}\d*)\.\[1\]")

@@ -2,7 +2,7 @@
 """The SMASS I S-types the shipped model calls Other: detrended SMASS I/SMASSII ratio and band features."""
 import sys
 import numpy as np
-sys.path.insert(0, "/work/scratch13")
+sys.path.insert(0, "scratch13")
 from s1common import GRID, SMASS2_DIR, load_smass1, ls_slope
 from training import smass
 s1 = load_smass1(); s2 = smass.load_smass(SMASS2_DIR); by = dict(zip(s2.objects, s2.features))
