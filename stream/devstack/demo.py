@@ -52,15 +52,19 @@ def run_demo(args: argparse.Namespace) -> int:
         inputs, origin = demo_inputs(workdir, args.limit, settings)
     print(f"inputs: {origin}")
     broker = args.broker or settings.broker
+    # The state (and so the archive) lives in SKYSTREAM_STATE_DIR, so `skystream alerts --archive` and
+    # `skystream history` find this run's results afterwards with the same settings; the run's own
+    # inputs, logs and watcher ledger stay in its work directory.
     print(f"broker: {broker or 'embedded tansu on loopback (in-memory)'}; workers: {args.workers}; "
-          f"state and logs: {workdir}", flush=True)
-    with LocalStack(state_dir=workdir / "state", broker=broker, registry=settings.registry,
-                    partitions=settings.partitions, sources=str(Path(inputs).resolve())) as stack:
+          f"state: {settings.state_dir}; inputs and logs: {workdir}", flush=True)
+    with LocalStack(state_dir=settings.state_dir, log_dir=workdir / "logs", broker=broker,
+                    registry=settings.registry, partitions=settings.partitions, archive=settings.archive,
+                    sources=str(Path(inputs).resolve())) as stack:
         for _ in range(args.workers):
             stack.start_worker()
         stack.start_archiver()
         print(f"workers ready in {stack.wait_ready():.1f} s (joined the group, own all partitions)", flush=True)
-        out, stats = asyncio.run(_stream(stack, inputs, args))
+        out, stats = asyncio.run(_stream(stack, inputs, args, workdir))
         print("stopping workers, archiver and broker...", flush=True)
     _summary(out, stats)
     archive = archive_uri(stack.settings())
@@ -70,10 +74,11 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0 if stats["complete"] else 1
 
 
-async def _stream(stack: LocalStack, inputs: Path, args: argparse.Namespace) -> tuple[Collected, dict[str, Any]]:
+async def _stream(stack: LocalStack, inputs: Path, args: argparse.Namespace,
+                  workdir: Path) -> tuple[Collected, dict[str, Any]]:
     settings = stack.settings()
     source = DirectorySource(inputs, settle_seconds=0.5)
-    ledger = Ledger(ledger_path(settings.state_dir, source))
+    ledger = Ledger(ledger_path(workdir, source))  # per run: streaming the same --source again re-streams it
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(stack.broker), acks="all", linger_ms=5,
                                 **client_kwargs(settings))
     await producer.start()
