@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from stream.cli.common import broker_arg, require_broker
 from stream.settings import Settings
 
 __all__ = ["cmd_archive", "cmd_history", "register"]
@@ -28,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "letters) and day, under SKYSTREAM_ARCHIVE (a directory or s3://bucket/prefix; default "
         "<SKYSTREAM_STATE_DIR>/archive). Offsets are committed after each file is written. Runs until "
         "Ctrl-C or SIGTERM, then writes what it holds.")
-    p.add_argument("--broker", help="Kafka bootstrap servers (default: $SKYSTREAM_BROKER)")
+    broker_arg(p)
     p.add_argument("--archive", help="directory or s3://bucket/prefix (default: $SKYSTREAM_ARCHIVE)")
     p.add_argument("--once", action="store_true", help="archive up to the end of the topics, then exit")
     p.add_argument("--batch-rows", type=int, default=5000, help="write a file at this many rows (default 5000)")
@@ -52,9 +53,7 @@ def cmd_archive(args: argparse.Namespace) -> int:
     from stream.archive.writer import Archiver
 
     settings = Settings()
-    broker = args.broker or settings.broker
-    if not broker:
-        sys.exit("archive: no broker configured (SKYSTREAM_BROKER or --broker)")
+    broker = require_broker(args, settings)
     settings = dataclasses.replace(settings, broker=broker, archive=args.archive or settings.archive)
     archiver = Archiver(settings, max_rows=args.batch_rows, max_seconds=args.batch_seconds)
     print(f"archiving to {archiver.uri} (group {archiver.group})", file=sys.stderr, flush=True)

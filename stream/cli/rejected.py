@@ -7,10 +7,10 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import sys
 import time
 from datetime import UTC, datetime
 
+from stream.cli.common import broker_arg, require_broker
 from stream.ops.tables import table
 from stream.settings import Settings
 
@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common.add_argument("--reason", help="only dead letters with this reason (e.g. storage-unavailable)")
     common.add_argument("--since", type=_since, metavar="T",
                         help="only those written at or after T: unix seconds, ISO-8601, or an age (30m, 2h, 1d)")
-    common.add_argument("--broker", help="Kafka bootstrap servers (default: $SKYSTREAM_BROKER)")
+    broker_arg(common)
     rejected = subparsers.add_parser(
         "rejected", help="list the dead letters, or re-drive them once their cause is fixed",
         description="Dead letters are on the rejected topic. `replay` publishes a file event again for those of "
@@ -57,9 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings()
-    broker = args.broker or settings.broker
-    if not broker:
-        sys.exit("rejected: no broker configured (SKYSTREAM_BROKER or --broker)")
+    broker = require_broker(args, settings)
     return dataclasses.replace(settings, broker=broker)
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import sys
 import time
 
 from stream import kinds
+from stream.cli.common import broker_arg, require_broker
 from stream.settings import Settings
 
 __all__ = ["cmd_rescore", "register"]
@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="only this kind (repeatable; default all)")
     p.add_argument("--since", type=float, default=None, metavar="UNIX_SECONDS",
                    help="only features written at or after this time (default: everything retained)")
-    p.add_argument("--broker", help="Kafka bootstrap servers (default: $SKYSTREAM_BROKER)")
+    broker_arg(p)
     p.add_argument("--registry", help="model registry (default: $SKYSTREAM_REGISTRY)")
     p.set_defaults(func=cmd_rescore)
 
@@ -37,9 +37,7 @@ def cmd_rescore(args: argparse.Namespace) -> int:
     from stream.scoring.rescore import rescore
 
     settings = Settings()
-    broker = args.broker or settings.broker
-    if not broker:
-        sys.exit("rescore: no broker configured (SKYSTREAM_BROKER or --broker)")
+    broker = require_broker(args, settings)
     settings = dataclasses.replace(settings, broker=broker, registry=args.registry or settings.registry)
     t0 = time.time()
     counts = asyncio.run(rescore(settings, args.kind or kinds.names(), args.since))
