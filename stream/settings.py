@@ -80,6 +80,12 @@ class Settings:
     watch_republish_seconds: float = _var("SKYSTREAM_WATCH_REPUBLISH_SECONDS", 300.0, "a watched file with no "
                                           "prediction or dead letter after this many seconds is published once "
                                           "more (0: never; a broker that lost its state is noticed at once)", float)
+    watch_reset_recheck_seconds: float = _var("SKYSTREAM_WATCH_RESET_RECHECK_SECONDS", 30.0, "after the broker "
+                                              "lost its state, 3 times at this interval, files still without an "
+                                              "outcome are published once more (0: never)", float)
+    worker_stall_seconds: float = _var("SKYSTREAM_WORKER_STALL_SECONDS", 120.0, "a worker whose partition has "
+                                       "messages waiting, an idle agent and no commit for this many seconds "
+                                       "exits and is restarted (stream/runtime/stall.py; 0: never)", float)
     # Kafka security for production clusters; PLAINTEXT needs none of the rest.
     security_protocol: str = _var("SKYSTREAM_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT",
                                   "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")

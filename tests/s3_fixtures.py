@@ -155,3 +155,63 @@ class FlakyProxy:
 
     def close(self) -> None:
         self._sock.close()
+
+
+class FaultyS3:
+    """An HTTP proxy to the S3 server that answers chosen requests with an S3 error instead of passing
+    them on: the throttling (503 SlowDown) and server errors (500 InternalError) a real S3 or MinIO
+    returns under load. ``fault`` maps (method, path) to an (HTTP status, S3 error code), or None to
+    pass the request on; it can be changed while clients run."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.client
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        host, port = upstream.removeprefix("http://").split(":")
+        self.fault: Callable[[str, str], tuple[int, str] | None] = lambda _method, _path: None
+        self.faults_sent = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                answer = proxy.fault(self.command, self.path)
+                if answer is not None:
+                    proxy.faults_sent += 1
+                    status, code = answer
+                    payload = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+                               f"<Message>injected by the test</Message></Error>").encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(payload)
+                    return
+                up = http.client.HTTPConnection(host, int(port), timeout=30)
+                up.request(self.command, self.path, body=body or None, headers=dict(self.headers))
+                resp = up.getresponse()
+                data = resp.read()
+                self.send_response(resp.status, resp.reason)
+                for name, value in resp.getheaders():
+                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                up.close()
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _any  # noqa: N815
+
+            def log_message(self, *args: object) -> None:  # one line per request otherwise
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -21,6 +21,8 @@ SAMPLES = {
     "state_dir": ("/srv/skystream/state", Path("/srv/skystream/state")),
     "partitions": ("12", 12),
     "watch_republish_seconds": ("600", 600.0),
+    "watch_reset_recheck_seconds": ("45", 45.0),
+    "worker_stall_seconds": ("300", 300.0),
     "replication_factor": ("3", 3),
     "min_insync_replicas": ("2", 2),
     "app_id": ("skystream-prod", "skystream-prod"),

@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from stream import kinds
 from stream.features import spectra
 from stream.models.registry import BUNDLED, LocalRegistry
 from stream.runtime import worker
+from stream.runtime.stall import StallWatch
 from stream.scoring.publish import CollectingSink, score_and_publish
 from stream.scoring.scorer import Scorer
 from stream.settings import TOPICS, Settings
@@ -184,3 +186,16 @@ def test_lag_export_follows_the_assignment() -> None:
     asyncio.run(worker.export_lag(StubConsumer({p1: 8}, {p1: 12}), exported))
     assert lag(p0) is None, "a partition this worker lost keeps no frozen lag series"
     assert lag(p1) == 4 and assigned(topic) == 1 and exported == {(topic, "1")}
+
+
+def test_lag_export_reports_a_stalled_partition_from_the_committed_offsets() -> None:
+    """The worker's lag timer is where the stall watch runs (stream/runtime/app.py exits on a stall)."""
+    topic = TOPICS["files"]
+    p0, p1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    consumer = StubConsumer({p0: 30, p1: 30}, {p0: 30, p1: 30})
+    consumer._committed_offset = {p0: 12, p1: 30}  # Faust's in-memory record: p0 has 18 messages waiting
+    watch = StallWatch(after=0.2)
+    exported: set[tuple[str, str]] = set()
+    assert asyncio.run(worker.export_lag(consumer, exported, watch=watch)) == []
+    time.sleep(0.3)
+    assert asyncio.run(worker.export_lag(consumer, exported, watch=watch)) == [p0]

@@ -12,6 +12,12 @@ tansu) always does and a real Kafka does when its storage is lost:
 Then it re-creates the topics and marks every unresolved file due: the watcher's next pass publishes
 them again (stream/ingest/watcher.py ``Watcher.republish_due``). A repeat is harmless: the same file
 and model version always give the same prediction_id and content.
+
+Three times after a reset, every ``watch_reset_recheck_seconds``, every file still without an
+outcome that was last published more than half that time earlier is marked due again. The embedded
+broker answers some produce requests with UnknownError for a while after a restart, and a few outcomes
+sent then were acknowledged on retry yet never appeared (docs/fault-tolerance.md); the rechecks
+republish them within about half a minute instead of after the slow fallback (``watch_republish_seconds``).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ __all__ = ["ResultFollower", "OUTCOME_TOPICS"]
 log = logging.getLogger(__name__)
 
 OUTCOME_TOPICS = (TOPICS["predictions"], TOPICS["rejected"])
+RECHECKS = 3  # after a reset, every watch_reset_recheck_seconds
 
 
 class _BrokerReset(Exception):
@@ -51,6 +58,9 @@ class ResultFollower:
         self.source_name = source_name
         self.check_interval = check_interval
         self.max_backoff = max_backoff
+        self.recheck_after = settings.watch_reset_recheck_seconds
+        self._rechecks_left = 0  # after the last reset
+        self._next_recheck = 0.0  # monotonic time
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow until ``stop``; an outage of any length or a broker reset only restarts the reading."""
@@ -97,6 +107,22 @@ class ResultFollower:
             self.ledger.set_meta("cluster_id", state.cluster_id)
         self.ledger.commit()
         log.warning("%d unresolved files will be published again", due)
+        if self.recheck_after > 0:
+            self._rechecks_left = RECHECKS
+            self._next_recheck = time.monotonic() + self.recheck_after
+
+    def recheck_if_due(self) -> int:
+        """A recheck after a reset (module doc), when its time has come; how many files it marked due."""
+        if not self._rechecks_left or time.monotonic() < self._next_recheck:
+            return 0
+        self._rechecks_left -= 1
+        self._next_recheck = time.monotonic() + self.recheck_after
+        due = self.ledger.mark_due_sent_before(int((time.time() - self.recheck_after / 2) * 1000))
+        self.ledger.commit()
+        if due:
+            log.warning("%d files published again after the broker reset still have no outcome: publishing "
+                        "them once more", due)
+        return due
 
     async def _follow(self, stop: asyncio.Event) -> None:
         await self.check_cluster()
@@ -136,6 +162,7 @@ class ResultFollower:
                 FILES_UNRESOLVED.labels(source=self.source_name).set(self.ledger.unresolved())
                 if time.monotonic() - checked > self.check_interval:
                     await self.check_cluster()
+                    self.recheck_if_due()
                     checked = time.monotonic()
         finally:
             with contextlib.suppress(Exception):

@@ -122,6 +122,10 @@ class Ledger:
         """The broker lost its state: every unresolved file must be published again."""
         return self.db.execute("UPDATE pending SET due = 1").rowcount
 
+    def mark_due_sent_before(self, before_ms: int) -> int:
+        """Mark due every unresolved file last published before ``before_ms`` (ms since the epoch)."""
+        return self.db.execute("UPDATE pending SET due = 1 WHERE sent_at_ms < ?", (before_ms,)).rowcount
+
     def due(self, fallback_before_ms: int | None = None) -> list[tuple[str, str, bytes, bytes, bool]]:
         """(identity, topic, key, value, by_fallback) of the messages to publish again: those marked due,
         and, with ``fallback_before_ms``, those unresolved since before it and not yet retried that way."""

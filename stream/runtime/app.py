@@ -29,6 +29,8 @@ from stream.runtime import worker
 from stream.runtime.filter_agent import POLL_SECONDS as FILTER_POLL_SECONDS
 from stream.runtime.filter_agent import FilterRouter
 from stream.runtime.kafka import faust_broker_url
+from stream.runtime.stall import StallWatch
+from stream.runtime.supervisor import EXIT_STALLED
 from stream.scoring.publish import score_and_publish
 from stream.scoring.scorer import scorer_for
 from stream.settings import TOPICS, Settings
@@ -110,6 +112,7 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
     settings_with_broker = dataclasses.replace(settings, broker=broker)
     scorer = scorer_for(settings_with_broker)
     pool = worker.PreprocessPool(settings)
+    stall_watch = StallWatch(settings.worker_stall_seconds)
     if not allowlist.configured_roots(settings):
         log.warning("NO SOURCES: neither SKYSTREAM_SOURCES nor SKYSTREAM_WATCH_SOURCE is set, so every file event "
                     "will be dead-lettered as outside-sources")
@@ -121,11 +124,12 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
         """Agent: turn file events into feature records (or dead letters), in batches."""
         sink = TopicSink(topics)
         async for events in stream.take_events(worker.PREPROCESS_BATCH, within=worker.PREPROCESS_WITHIN_SECONDS):
-            # Storage unreachable: pause on this batch (uncommitted) instead of dead-lettering it.
-            await worker.until_available(
-                "preprocess", lambda raws=[event.value for event in events]: worker.preprocess_events(
-                    raws, sink, pool.extract))
-            await sink.flush()
+            with stall_watch.working(TOPICS["files"]):
+                # Storage unreachable: pause on this batch (uncommitted) instead of dead-lettering it.
+                await worker.until_available(
+                    "preprocess", lambda raws=[event.value for event in events]: worker.preprocess_events(
+                        raws, sink, pool.extract))
+                await sink.flush()
 
     def score_agent(kind: kinds.Kind) -> None:
         """Register the agent that scores ``kind``'s feature records."""
@@ -134,9 +138,10 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
             sink = TopicSink(topics)
             async for events in stream.take_events(worker.SCORE_BATCH, within=worker.SCORE_WITHIN_SECONDS):
                 batch = [event.value for event in events]
-                # No model yet or registry unreachable: pause on this batch until one can serve.
-                await worker.until_available("score", lambda b=batch: score_and_publish(scorer, kind, b, sink))
-                await sink.flush()
+                with stall_watch.working(kind.features_topic):
+                    # No model yet or registry unreachable: pause on this batch until one can serve.
+                    await worker.until_available("score", lambda b=batch: score_and_publish(scorer, kind, b, sink))
+                    await sink.flush()
 
         app.agent(topics[kind.features_topic], name=f"score-{kind.name}")(score)
 
@@ -159,8 +164,9 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
                 await sink.send(topic, key, value)
 
             async for events in stream.take_events(worker.SCORE_BATCH, within=worker.SCORE_WITHIN_SECONDS):
-                await router.route([(e.key, e.value) for e in events], send)
-                await sink.flush()
+                with stall_watch.working(TOPICS["alerts"]):
+                    await router.route([(e.key, e.value) for e in events], send)
+                    await sink.flush()
 
         @app.timer(interval=FILTER_POLL_SECONDS, on_leader=False)
         async def reload_filters() -> None:
@@ -192,8 +198,14 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
 
     @app.timer(interval=2.0)
     async def export_lag() -> None:
-        """Export the consumer lag to the metrics."""
-        await worker.export_lag(app.consumer, exported_lag)
+        """Export the consumer lag to the metrics; exit (to be restarted) if a partition stalled."""
+        stalled = await worker.export_lag(app.consumer, exported_lag, watch=stall_watch)
+        if stalled:
+            log.critical("%s: messages waiting, the agent idle and nothing committed for %.0f s; exiting so that "
+                         "a fresh worker reads from the committed offsets", ", ".join(map(str, stalled)),
+                         stall_watch.after)
+            logging.shutdown()
+            os._exit(EXIT_STALLED)
 
     @app.task
     async def follow_model_updates() -> None:
@@ -210,9 +222,19 @@ def run_worker(settings: Settings, broker: str, metrics_port: int = 0, loglevel:
     from faust.worker import Worker
 
     from stream.runtime import metrics
-    from stream.runtime.kafka import ensure_topics
+    from stream.runtime.faust_transport import fence_commits
+    from stream.runtime.kafka import cluster_state, ensure_topics
 
     asyncio.run(ensure_topics(broker, settings))
+    # Offsets go only into the cluster this worker starts on (stream/runtime/faust_transport.py).
+    cluster_id = None
+    for _attempt in range(6):  # the broker just answered ensure_topics; a busy one may be slow
+        state = asyncio.run(cluster_state(broker, settings))
+        if state is not None and (cluster_id := state.cluster_id):
+            break
+    if cluster_id is None:
+        log.warning("the broker's cluster id is unknown: offset commits are not fenced")
+    fence_commits(cluster_id)
     port = metrics.serve(metrics_port)
     print(f"worker {os.getpid()}: broker {broker}, metrics on :{port}", file=sys.stderr, flush=True)
     app = create_app(settings, broker, worker_name=f"worker-{os.getpid()}", loglevel=loglevel)

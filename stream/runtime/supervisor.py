@@ -32,9 +32,15 @@ from collections.abc import Sequence
 from stream.runtime.kafka import ClusterState, cluster_state, ensure_topics_forever
 from stream.settings import Settings
 
-__all__ = ["Supervisor", "supervise_worker"]
+__all__ = ["EXIT_OTHER_CLUSTER", "EXIT_STALLED", "Supervisor", "supervise_worker"]
 
 log = logging.getLogger(__name__)
+
+# The child's exit code when it finds the broker is another cluster than the one it started on
+# (stream/runtime/faust_transport.py): a broker reset, restarted at once like one seen from here.
+EXIT_OTHER_CLUSTER = 76
+# The child's exit code when one of its partitions stalled (stream/runtime/stall.py): restarted as any exit.
+EXIT_STALLED = 77
 
 
 def _killed_with_parent() -> None:
@@ -103,6 +109,8 @@ class Supervisor:
                 break
             assert self.child is not None
             if (code := self.child.poll()) is not None:
+                if code == EXIT_OTHER_CLUSTER:  # the child found the broker reset before we did
+                    return "the broker lost its state (the worker found another cluster id)", False
                 return f"exited with code {code}", True
             state = await cluster_state(self.broker, self.settings, timeout=max(2.0, self.check_interval))
             if state is None:

@@ -28,6 +28,7 @@ from stream.runtime.metrics import (
     RETRIES,
     STAGE_LATENCY,
 )
+from stream.runtime.stall import StallWatch
 from stream.scoring.publish import Sink, send_dead_letter
 from stream.settings import TOPICS, Settings
 
@@ -202,12 +203,15 @@ def start_series() -> None:
         PAUSED.labels(stage=agent).set(0)
 
 
-async def export_lag(consumer: Any, exported: set[tuple[str, str]], topics: Iterable[str] = TOPICS.values()) -> None:
-    """Set the assigned-partitions and consumer-lag gauges from a consumer's assignment.
+async def export_lag(consumer: Any, exported: set[tuple[str, str]], topics: Iterable[str] = TOPICS.values(),
+                     watch: StallWatch | None = None) -> list[Any]:
+    """Set the assigned-partitions and consumer-lag gauges from a consumer's assignment; return the
+    partitions ``watch`` finds stalled (stream/runtime/stall.py).
 
     ``exported`` holds the (topic, partition) lag series this worker has set; series of partitions
     it lost are removed (not left frozen) and ``exported`` is updated in place.
     """
+    stalled = []
     assignment = consumer.assignment()
     per_topic: dict[str, int] = {name: 0 for name in topics}
     for tp in assignment:
@@ -227,3 +231,8 @@ async def export_lag(consumer: Any, exported: set[tuple[str, str]], topics: Iter
         if position is not None and highwater is not None:
             CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, highwater - position))
             exported.add((tp.topic, str(tp.partition)))
+        # Faust keeps the committed offsets it knows in memory and offers no public accessor.
+        committed = getattr(consumer, "_committed_offset", {}).get(tp)
+        if watch is not None and watch.stalled(tp, committed, highwater):
+            stalled.append(tp)
+    return stalled
