@@ -11,8 +11,9 @@ watcher runs continuously (poll interval --interval), the workers and broker as 
 
 Latency is measured from the moment a file is in the directory to the moment its prediction is
 read by a subscriber (so it includes the watcher's poll interval). Printed per window: arrivals,
-predictions, p50/p99 latency, worker memory (RSS of each worker and its children) and CPU per file.
-A flat memory and latency line over a long run is the goal.
+predictions, p50/p99 latency, CPU per file of the workers and of the broker, and memory (RSS of each
+worker with its children, and of the broker). A flat memory and latency line over a long run is the
+goal; the embedded broker keeps every message in memory, so its line cannot be flat.
 """
 
 from __future__ import annotations
@@ -117,14 +118,20 @@ async def follow(run: Run, broker: str, stop: asyncio.Event) -> None:
         await consumer.stop()
 
 
-def window_line(run: Run, t_from: float, t_to: float, stack: LocalStack, cpu: tuple[float, float]) -> str:
+def window_line(run: Run, t_from: float, t_to: float, stack: LocalStack,
+                cpu: tuple[tuple[float, float], tuple[float, float]]) -> str:
+    """One printed window; ``cpu`` is (workers, broker) CPU seconds at its start and at its end."""
     lat = np.array([run.latency[f] for f, t in run.arrived.items() if t_from <= t < t_to and f in run.latency])
     arrived = sum(t_from <= t < t_to for t in run.arrived.values())
     mem = " ".join(f"{rss_mb(w.pid):.0f}" for w in stack.workers)
     p = (f"{np.percentile(lat, 50) * 1000:6.0f} {np.percentile(lat, 99) * 1000:6.0f}" if lat.size
          else "     -      -")
-    cpu_ms = (cpu[1] - cpu[0]) / max(arrived, 1) * 1000
-    return f"{t_from - run.t0:7.0f} {arrived:7d} {lat.size:7d} {p}   {cpu_ms:6.2f}   {mem}"
+    (w0, b0), (w1, b1) = cpu
+    per_file = lambda a, b: (b - a) / max(arrived, 1) * 1000  # noqa: E731
+    broker = stack.broker_pid()
+    broker_mem = f"{rss_mb(broker):6.0f}" if broker else "     -"
+    return (f"{t_from - run.t0:7.0f} {arrived:7d} {lat.size:7d} {p}   {per_file(w0, w1):6.2f}  {per_file(b0, b1):6.2f}"
+            f"   {mem}  {broker_mem}")
 
 
 async def measure(stack: LocalStack, inbox: Path, rate: float, seconds: float, every: float,
@@ -135,8 +142,12 @@ async def measure(stack: LocalStack, inbox: Path, rate: float, seconds: float, e
     run.t0 = time.time()
     pacer = asyncio.create_task(pace(run, inbox, rate, seconds, bodies))
     print(f"rate {rate:.0f} files/s for {seconds:.0f} s (workers {len(stack.workers)})")
-    print("      t arrived  answered  p50ms  p99ms  CPUms/file  worker RSS MB")
-    cpu_of = lambda: sum(cpu_seconds(w.pid) for w in stack.workers)  # noqa: E731
+    print("      t arrived  answered  p50ms  p99ms  CPU ms/file: workers broker  RSS MB: workers broker")
+
+    def cpu_of() -> tuple[float, float]:
+        broker = stack.broker_pid()
+        return (sum(cpu_seconds(w.pid) for w in stack.workers), cpu_seconds(broker) if broker else 0.0)
+
     last_t, last_cpu = run.t0, cpu_of()
     while not pacer.done():
         await asyncio.sleep(min(every, max(0.1, run.t0 + seconds - time.time() + 0.05)))
