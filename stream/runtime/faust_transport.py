@@ -7,9 +7,9 @@ up to that much latency at every hop of the pipeline. Real Kafka answers as soon
 a short wait costs it only a few more idle fetch requests per second.
 
 Commits are fenced by the cluster id. A worker that outlived a broker restart (the in-memory broker,
-or a Kafka whose storage was wiped) reconnects on its own and can commit the offsets it reached on
-the old cluster into the new one's group; tansu does not check the member's generation, so it takes
-them, and the next owner of those partitions then skips the new cluster's first messages (measured:
+or a Kafka whose storage was wiped) reconnects on its own, rejoins the group on the new cluster and
+can then commit the offsets it had reached on the old one; the next owner of those partitions then
+skips the new cluster's first messages (measured:
 3 files lost in 1 of 2 loaded runs of a broker restart, their features at offsets 0-1 of the new
 topic). So before each commit the consumer asks the broker for its cluster id, and a worker that
 finds another cluster than the one it started on exits at once, committing nothing: its supervisor
@@ -79,7 +79,7 @@ class _Consumer(faust_aiokafka.Consumer):
 
 
 class Transport(faust_aiokafka.Transport):
-    """Faust's aiokafka transport, with the consumer whose fetch long-poll is configurable."""
+    """Faust's aiokafka transport, with a configurable fetch long-poll and commits fenced by cluster id."""
     Consumer = _Consumer
 
 

@@ -128,7 +128,7 @@ def window_line(run: Run, t_from: float, t_to: float, stack: LocalStack,
          else "     -      -")
     (w0, b0), (w1, b1) = cpu
     per_file = lambda a, b: (b - a) / max(arrived, 1) * 1000  # noqa: E731
-    broker = stack.broker_pid()
+    broker = stack.broker_pid
     broker_mem = f"{rss_mb(broker):6.0f}" if broker else "     -"
     return (f"{t_from - run.t0:7.0f} {arrived:7d} {lat.size:7d} {p}   {per_file(w0, w1):6.2f}  {per_file(b0, b1):6.2f}"
             f"   {mem}  {broker_mem}")
@@ -145,7 +145,7 @@ async def measure(stack: LocalStack, inbox: Path, rate: float, seconds: float, e
     print("      t arrived  answered  p50ms  p99ms  CPU ms/file: workers broker  RSS MB: workers broker")
 
     def cpu_of() -> tuple[float, float]:
-        broker = stack.broker_pid()
+        broker = stack.broker_pid
         return (sum(cpu_seconds(w.pid) for w in stack.workers), cpu_seconds(broker) if broker else 0.0)
 
     last_t, last_cpu = run.t0, cpu_of()
