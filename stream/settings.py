@@ -85,7 +85,7 @@ class Settings:
                                               "outcome are published once more (0: never)", float)
     worker_stall_seconds: float = _var("SKYSTREAM_WORKER_STALL_SECONDS", 120.0, "a worker whose partition has "
                                        "messages waiting, an idle agent and no commit for this many seconds "
-                                       "exits and is restarted (stream/runtime/stall.py; 0: never)", float)
+                                       "exits and is restarted (stream/worker/stall.py, tansu only; 0: never)", float)
     # Kafka security for production clusters; PLAINTEXT needs none of the rest.
     security_protocol: str = _var("SKYSTREAM_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT",
                                   "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
@@ -95,8 +95,21 @@ class Settings:
                                      secret=True)
     ssl_cafile: str | None = _var("SKYSTREAM_KAFKA_SSL_CAFILE", None, "CA bundle for SSL/SASL_SSL "
                                   "(unset: the system's)")
-    fetch_max_wait_ms: int = _var("SKYSTREAM_FETCH_MAX_WAIT_MS", 50, "workers' Kafka fetch long-poll in ms "
-                                  "(a broker that holds fetches adds up to this per hop)", int)
+    fetch_max_wait_ms: int | None = _var("SKYSTREAM_FETCH_MAX_WAIT_MS", None, "workers' Kafka fetch long-poll "
+                                         "in ms (a broker that holds fetches adds up to this per hop)", int,
+                                         shown_default="the broker profile's: 50 on tansu, 500 on kafka")
+    broker_engine: str = _var("SKYSTREAM_BROKER_ENGINE", "auto", "which broker the processes talk to: kafka, "
+                              "tansu (the embedded broker, whose defects some mechanisms work around), or auto: "
+                              "told by the cluster id the broker reports")
+    kafka_libs: str | None = _var("SKYSTREAM_KAFKA_LIBS", None, "directory of the Apache Kafka jars that "
+                                  "`skystream broker --engine kafka` runs", shown_default="the cache filled by "
+                                  "deploy/kafka/fetch.sh in a source checkout")
+    retention_ms: int | None = _var("SKYSTREAM_RETENTION_MS", None, "retention.ms of every data topic "
+                                    "SkyStream creates (files, features, predictions, alerts, rejected)", int,
+                                    shown_default="per topic: 7 days for files and features, 30 for results")
+    retention_bytes: int | None = _var("SKYSTREAM_RETENTION_BYTES", None, "retention.bytes (per partition) of "
+                                       "every data topic SkyStream creates", int,
+                                       shown_default="per topic: 1 GiB for files and features, 4 GiB for results")
     toi_table: str | None = _var("SKYSTREAM_TOI_TABLE", None, "TOI catalogue CSV for transit alerts "
                                  "(unset: the newest toi_*.csv of the shared data, if any)")
     archive: str | None = _var("SKYSTREAM_ARCHIVE", None, "append-only Parquet archive of predictions, alerts "
@@ -111,6 +124,14 @@ class Settings:
     shared_data: str | None = _var("SKYSTREAM_SHARED_DATA", None, "the shared data sets (SMASSII, SMASS I, TESS "
                                    "light curves, TOI catalogue); set it when SkyStream is installed",
                                    shown_default="../shared/data beside the source checkout, else ./shared/data")
+    # `skystream api` (stream/api): who may score and read.
+    api_token: str | None = _var("SKYSTREAM_API_TOKEN", None, "bearer token of `skystream api`: POST /score needs "
+                                 "it (unset: scoring is refused, and the API only listens on loopback); at least "
+                                 "16 printable ASCII characters (never logged)", secret=True)
+    # Anything but 0/false/no/off protects: a typo fails closed.
+    api_protect_reads: bool = _var("SKYSTREAM_API_PROTECT_READS", False, "1: the reads of `skystream api` (JSON "
+                                   "routes, web pages) need the token too; /healthz and /openapi.json stay open",
+                                   lambda v: v.strip().lower() not in ("0", "false", "no", "off"))
     # Per-kind bounds on one input file (stream/kinds.py has the defaults): the watcher and the worker
     # refuse a larger file unread (too-large); the worker preprocesses each file in a child process that
     # is killed past its time budget (timeout) or refused memory past its bound (out-of-memory).

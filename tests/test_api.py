@@ -46,6 +46,8 @@ from stream.settings import Settings
 WASP126 = ["hlsp_tess-data-alerts_tess_phot_00025155310-s01_tess_v1_lc.fits", "tic25155310_s06_lc.fits"]
 SPECTRA = ["a000004.[2]", "a000010.[2]", "au1996UK.[2]"]
 PNG = b"\x89PNG\r\n\x1a\n"
+TOKEN = "test-api-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +110,8 @@ def serving(settings: Settings) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def server(archived: Settings) -> Iterator[str]:
-    with serving(archived) as url:
+    """The server with a token (POST /score needs it) and open reads."""
+    with serving(dataclasses.replace(archived, api_token=TOKEN)) as url:
         yield url
 
 
@@ -147,7 +150,7 @@ def cli_score(path: Path, settings: Settings) -> str:
 def test_score_gives_the_prediction_of_skystream_score(server: str, archived: Settings, inputs: Path) -> None:
     spectrum, curve = inputs / "a000004.[2]", inputs / WASP126[0]
     body, headers = multipart(spectrum.name, spectrum.read_bytes())
-    status, ctype, answer = fetch(server + "/score", body, headers)
+    status, ctype, answer = fetch(server + "/score", body, headers | AUTH)
     assert status == 200 and ctype == "application/json", answer[:300]
     # Byte for byte the line `skystream score` prints, but for `source`: the upload's name, not a path.
     expected = cli_score(spectrum, archived)
@@ -157,7 +160,7 @@ def test_score_gives_the_prediction_of_skystream_score(server: str, archived: Se
 
     # A light curve as a raw body, named by ?name=.
     status, _, answer = fetch(f"{server}/score?name={quote(curve.name)}", curve.read_bytes(),
-                              {"Content-Type": "application/octet-stream"})
+                              {"Content-Type": "application/octet-stream"} | AUTH)
     assert status == 200, answer[:300]
     expected = cli_score(curve, archived)
     assert answer.decode().replace(json.dumps(f"upload://{curve.name}"), json.dumps(str(curve.resolve()))) == expected
@@ -166,33 +169,40 @@ def test_score_gives_the_prediction_of_skystream_score(server: str, archived: Se
 
 def test_score_refuses_bad_uploads_with_the_reason(server: str, inputs: Path) -> None:
     for content, reason in [(b"", "empty-file"), (bytes(range(256)) * 16, "binary-content")]:
-        status, ctype, answer = fetch(server + "/score?name=bad.txt", content)
+        status, ctype, answer = fetch(server + "/score?name=bad.txt", content, AUTH)
         assert (status, ctype) == (422, "application/json"), answer[:300]
         assert json.loads(answer) == {"source": "upload://bad.txt", "rejected": True, "reason": reason,
                                       "error": json.loads(answer)["error"]}
     # The name only names the upload: Vesta's bytes sent as another asteroid's path are scored as sent,
     # that path is never read, and nothing of it but its last segment is kept.
     body, headers = multipart("/../../etc/a000010.[2]", (inputs / "a000004.[2]").read_bytes())
-    status, _, answer = fetch(server + "/score", body, headers)
+    status, _, answer = fetch(server + "/score", body, headers | AUTH)
     result = json.loads(answer)
     assert status == 200 and result["source"] == "upload://a000010.[2]" and result["main_group"] == "Other"
     body, headers = multipart("a.txt", b"")
     status, _, answer = fetch(server + "/score", body.replace(b'name="file"; ', b'name="other"; ').replace(
-        b'; filename="a.txt"', b""), headers)
+        b'; filename="a.txt"', b""), headers | AUTH)
     assert status == 400 and "no file" in json.loads(answer)["error"]
-    status, ctype, answer = fetch(server + "/score")
-    assert status == 405 and ctype == "application/json" and json.loads(answer)["error"]
+    # A malformed form (a part header that is not one) is the client's error, not the server's.
+    broken = body.replace(b"Content-Disposition: form-data", b"Content-Disposition: form-data\x01\xff")
+    status, _, answer = fetch(server + "/score", broken, headers | AUTH)
+    assert status == 400 and "multipart" in json.loads(answer)["error"], answer
+    req = urllib.request.Request(server + "/score")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=60)
+    assert refused.value.code == 405 and refused.value.headers["Allow"] == "POST", refused.value.headers
+    assert refused.value.headers.get_content_type() == "application/json" and json.loads(refused.value.read())["error"]
 
 
 def test_score_enforces_each_kinds_size_limit(archived: Settings, inputs: Path) -> None:
-    small = dataclasses.replace(archived, max_spectrum_bytes=1000, max_lightcurve_bytes=200_000)
+    small = dataclasses.replace(archived, max_spectrum_bytes=1000, max_lightcurve_bytes=200_000, api_token=TOKEN)
     spectrum = (inputs / "a000004.[2]").read_bytes()
     with serving(small) as url:
-        status, _, answer = fetch(url + "/score?name=a000004.[2]", spectrum)
+        status, _, answer = fetch(url + "/score?name=a000004.[2]", spectrum, AUTH)
         assert status == 413 and json.loads(answer)["reason"] == "too-large", answer[:300]
         assert "1000 bytes" in json.loads(answer)["error"]
         # Beyond every kind's limit the body is not even read whole.
-        status, ctype, answer = fetch(url + "/score", b"x" * 600_000)
+        status, ctype, answer = fetch(url + "/score", b"x" * 600_000, AUTH)
         assert (status, ctype) == (413, "application/json") and "200000" in json.loads(answer)["error"]
 
 

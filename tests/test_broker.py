@@ -40,7 +40,7 @@ def test_topics_are_created_once_with_their_partitions() -> None:
 
 def test_skystream_broker_command_stops_cleanly_on_ctrl_c() -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "broker", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "broker", "--engine", "tansu", "--port", str(port)],
                             stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()

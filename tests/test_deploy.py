@@ -213,7 +213,8 @@ EXPORTER = textwrap.dedent("""
     samples = {"source": "/data/incoming", "kind": "spectrum", "agent": "preprocess", "outcome": "ok",
                "stage": "preprocess", "reason": "empty-file", "task": "smass", "label": "S",
                "topic": "skystream.files", "partition": "0", "feature": "slope_per_um",
-               "model": "smass-cnn", "version": "1"}
+               "model": "smass-cnn", "version": "1",
+               "process": "watcher"}
     children = []
     for name, spec in contract.items():
         values = spec.get("values", {})
@@ -471,10 +472,10 @@ def test_created_topics_get_the_requested_replication(embedded_broker) -> None:
     described = asyncio.run(describe())
     assert {t["topic"] for t in described} == set(TOPICS.values())
     assert all(len(p["replicas"]) == 1 for t in described for p in t["partitions"])
-    assert all(not t.topic_configs for t in topic_specs(Settings()))
+    assert all("min.insync.replicas" not in t.topic_configs for t in topic_specs(Settings()))
     cluster = topic_specs(Settings(replication_factor=3))
     assert len(cluster) == len(TOPICS)
-    assert all(t.replication_factor == 3 and t.topic_configs == {"min.insync.replicas": "2"} for t in cluster)
+    assert all(t.replication_factor == 3 and t.topic_configs["min.insync.replicas"] == "2" for t in cluster)
 
 
 def test_worker_warns_loudly_without_the_toi_table(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -37,6 +37,12 @@ SAMPLES = {
     "sasl_password": ("sasl-pass-0b5e7", "sasl-pass-0b5e7"),
     "ssl_cafile": ("/etc/ssl/kafka-ca.pem", "/etc/ssl/kafka-ca.pem"),
     "fetch_max_wait_ms": ("500", 500),
+    "broker_engine": ("kafka", "kafka"),
+    "kafka_libs": ("/opt/kafka/libs", "/opt/kafka/libs"),
+    "retention_ms": ("3600000", 3600000),
+    "retention_bytes": ("1048576", 1048576),
+    "api_token": ("api-token-0123456789abcdef", "api-token-0123456789abcdef"),
+    "api_protect_reads": ("1", True),
     "toi_table": ("/data/toi_2024.csv", "/data/toi_2024.csv"),
     "archive": ("s3://archive/skystream", "s3://archive/skystream"),
     "artifacts": ("/srv/artifacts", "/srv/artifacts"),
@@ -81,7 +87,8 @@ def test_unset_and_empty_variables_give_the_defaults(monkeypatch: pytest.MonkeyP
     settings = Settings()
     for f in variables():
         assert getattr(settings, f.name) == f.metadata["default"], f.metadata["env"]
-    assert (settings.partitions, settings.registry, settings.fetch_max_wait_ms) == (4, "var/registry", 50)
+    assert (settings.partitions, settings.registry, settings.fetch_max_wait_ms) == (4, "var/registry", None)
+    assert settings.broker_engine == "auto"
 
 
 def test_help_lists_every_variable_with_its_default() -> None:

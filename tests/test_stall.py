@@ -1,10 +1,10 @@
-"""The stall watch (stream/runtime/stall.py): when a consumed partition counts as stalled."""
+"""The stall watch (stream/worker/stall.py): when a consumed partition counts as stalled."""
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from stream.runtime.stall import StallWatch
+from stream.worker.stall import StallWatch
 
 
 class TP(NamedTuple):

@@ -1,7 +1,7 @@
 """Trust boundaries: a forged message cannot make a worker read outside its sources or serve a model
 that is not the registry's (valid, signed) champion; an unavailable dependency pauses, not dead-letters.
 
-These run the worker's own functions (stream/runtime/worker.py, stream/models/hot_swap.py) on real
+These run the worker's own functions (stream/worker/events.py, stream/models/hot_swap.py) on real
 files and a real registry, without a broker; tests/test_transient.py runs the same through workers.
 """
 
@@ -25,10 +25,10 @@ from stream.errors import Rejected, Unavailable
 from stream.ingest import allowlist, storage
 from stream.models import hot_swap
 from stream.models.registry import BUNDLED, LocalRegistry
-from stream.runtime import worker
 from stream.scoring.publish import CollectingSink, score_and_publish
 from stream.scoring.scorer import Scorer
 from stream.settings import TOPICS, Settings
+from stream.worker import events as worker
 
 KEY = "model-signing-key-5e2a91"
 

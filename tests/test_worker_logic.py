@@ -23,11 +23,11 @@ import schemas
 from stream import kinds
 from stream.features import spectra
 from stream.models.registry import BUNDLED, LocalRegistry
-from stream.runtime import worker
-from stream.runtime.stall import StallWatch
 from stream.scoring.publish import CollectingSink, score_and_publish
 from stream.scoring.scorer import Scorer
 from stream.settings import TOPICS, Settings
+from stream.worker import events as worker
+from stream.worker.stall import StallWatch
 
 SPECTRUM = kinds.by_name("spectrum")
 
@@ -189,7 +189,7 @@ def test_lag_export_follows_the_assignment() -> None:
 
 
 def test_lag_export_reports_a_stalled_partition_from_the_committed_offsets() -> None:
-    """The worker's lag timer is where the stall watch runs (stream/runtime/app.py exits on a stall)."""
+    """The worker's lag timer is where the stall watch runs (stream/worker/app.py exits on a stall)."""
     topic = TOPICS["files"]
     p0, p1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
     consumer = StubConsumer({p0: 30, p1: 30}, {p0: 30, p1: 30})

@@ -272,6 +272,23 @@ MODEL_SWAP_ANNOTATION = {
 }
 
 
+# Delivery counters are created by their first increment (a whole republish batch, the first reset):
+# increase() cannot see that, so the `unless ... offset` terms add a series born inside the window.
+RESETS = "skystream_broker_resets_total"
+REPUBLISHED = "skystream_files_republished_total"
+
+BROKER_RESET_ANNOTATION = {
+    "name": "Broker resets",
+    "datasource": DATASOURCE,
+    "enable": True,
+    "iconColor": "red",
+    "expr": f"sum by (process) (increase({RESETS}[2m]) > 0 or ({RESETS} unless {RESETS} offset 2m))",
+    "step": "1m",
+    "titleFormat": "Broker reset",
+    "textFormat": "the broker came back without its state (seen by the {{process}})",
+    "useValueForTime": False,
+}
+
 def overview() -> dict:
     health = [
         (stat("Workers up", 'count(up{job="skystream-worker"} == 1) or vector(0)',
@@ -301,6 +318,26 @@ def overview() -> dict:
         (timeseries("Alerts published", [
             ('task_reason:skystream_alerts:rate5m{task=~"$task"}', "{{task}} {{reason}}"),
         ], unit="ops", stack=True, description="Messages on the alerts topic for subscribers."), 12, 8),
+    ]
+    delivery = [
+        (timeseries("Unresolved files per source", [
+            ("max by (source) (skystream_files_unresolved)", "{{source}}"),
+        ], unit="short", thresholds=_thresholds((None, "green"), (100, "orange")),
+           description="Files the watcher published with no prediction or dead letter seen yet. Alerts when "
+           "above 100 and not going down for 15 minutes (work stuck)."), 10, 8),
+        (timeseries("Files republished", [
+            (f"sum by (source) (increase({REPUBLISHED}[$__rate_interval]) > 0 "
+             f"or ({REPUBLISHED} unless {REPUBLISHED} offset $__rate_interval))", "{{source}}"),
+        ], unit="short", bars=True,
+           description="Files published again per interval: the broker lost them, or no outcome came back "
+           "within SKYSTREAM_WATCH_REPUBLISH_SECONDS. Should stay empty on Apache Kafka."), 8, 8),
+        (stat("Broker resets (time range)",
+              # round(): increase() extrapolates to the range's edges (2.01 resets).
+              f"round((sum(increase({RESETS}[$__range])) or vector(0)) "
+              f"+ (sum(min_over_time({RESETS}[$__range]) unless {RESETS} offset $__range) or vector(0)))",
+              thresholds=_thresholds((None, "green"), (1, "red")),
+              description="Times a process found the broker back without its state (marked on the time "
+              "series too). Critical on Kafka; every restart of the embedded broker counts."), 6, 8),
     ]
     latency = [
         (timeseries("Stage latency", [
@@ -359,6 +396,7 @@ def overview() -> dict:
     panels = layout([
         (row("Health"), health),
         (row("Throughput"), throughput),
+        (row("Delivery"), delivery),
         (row("Latency"), latency),
         (row("Consumer lag"), lag),
         (row("Dead letters"), dead),
@@ -366,8 +404,8 @@ def overview() -> dict:
     ])
     return dashboard(
         "skystream-overview", "SkyStream / Overview",
-        "Throughput, latency, lag, dead letters and serving models of the SkyStream stream.",
-        panels, [task_variable("skystream_model_info")], [MODEL_SWAP_ANNOTATION],
+        "Throughput, delivery, latency, lag, dead letters and serving models of the SkyStream stream.",
+        panels, [task_variable("skystream_model_info")], [MODEL_SWAP_ANNOTATION, BROKER_RESET_ANNOTATION],
     )
 
 

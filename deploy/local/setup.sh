@@ -2,7 +2,8 @@
 # Create or refresh the project's virtual environment (.venv) with everything the given extras need.
 # Usage: deploy/local/setup.sh [serve|full]
 #   serve: the serving side only (no TensorFlow), enough for `skystream demo`.
-#   full:  serving + training (TensorFlow, tf2onnx) + test tools + Prometheus from Debian.
+#   full:  serving + training (TensorFlow, tf2onnx) + test tools + Prometheus and Chromium from Debian +
+#          Apache Kafka's jars from Maven Central (deploy/kafka/fetch.sh: Java 17 and Maven from Debian if missing).
 # The venv is reused while pyproject.toml and the mode are unchanged (a stamp keyed by their hash),
 # so a second run costs a second.
 set -euo pipefail
@@ -51,4 +52,9 @@ if [ "$mode" = full ] && ! command -v chromium >/dev/null 2>&1; then
   else
     echo "[setup] chromium not installed and not root; the tests that need it will be skipped" >&2
   fi
+fi
+
+if [ "$mode" = full ]; then
+  # Durability, fault and security tests run on Apache Kafka (docs/kafka.md); cached by the pom's hash.
+  bash deploy/kafka/fetch.sh >/dev/null
 fi

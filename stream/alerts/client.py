@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 import schemas
 from stream.alerts.filters import Filter, matches
-from stream.runtime.kafka import bootstrap_servers, client_kwargs, read_to_end
+from stream.runtime.kafka import bootstrap_servers, client_kwargs, read_to_end, topic_partitions
 from stream.settings import TOPICS, Settings
 
 __all__ = ["AlertClientError", "archived_alerts", "parse_duration", "save_figure", "subscribe"]
@@ -51,14 +51,13 @@ def parse_duration(text: str) -> float:
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    await consumer.topics()  # refreshes the cluster metadata
-    found = consumer.partitions_for_topic(topic)
+    found = await topic_partitions(consumer, [topic])
     if not found:
         hint = ""
         if topic.startswith(TOPICS["alerts"] + "."):
             hint = " (is that filter defined in the workers' SKYSTREAM_FILTERS file?)"
         raise AlertClientError(f"topic {topic} does not exist{hint}")
-    return [TopicPartition(topic, p) for p in sorted(found)]
+    return found
 
 
 async def _seek(consumer: AIOKafkaConsumer, parts: list[TopicPartition], group: str | None,

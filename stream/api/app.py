@@ -6,6 +6,11 @@ JSON routes (described in stream/api/openapi.py): ``POST /score``, ``GET /alerts
 figures under ``/ui/``. Errors are JSON ``{"error": ...}`` (HTML on pages) with a 4xx status; an
 unexpected exception is logged here and answered with a 500 that carries no traceback.
 
+Access: ``POST /score`` needs ``Authorization: Bearer <token>`` (Settings.api_token) and is refused (403)
+when no token is configured; the reads need it too when Settings.api_protect_reads; /healthz,
+/openapi.json and /static/ never do (stream/api/openapi.py ``needs_token``, which the description
+uses too). The token is compared in constant time and never logged nor echoed.
+
 Uploads are read into memory (at most the largest kind's limit, aiohttp's ``client_max_size``), checked
 against their kind's limit and scored by stream/scoring/offline.py, as `skystream score` does; they are
 never written to disk, and no path from a request is ever opened.
@@ -14,6 +19,8 @@ never written to disk, and no path from a request is ever opened.
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import json
 import logging
 import re
@@ -23,13 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from stream import kinds
 from stream.api import pages, plots, queries
-from stream.api.openapi import OPENAPI
+from stream.api.openapi import build, needs_token
+from stream.api.params import SCORE_QUERY, check_query
 from stream.settings import Settings
 
-__all__ = ["create_app", "run", "upload_limit"]
+__all__ = ["check_access", "create_app", "is_loopback", "run", "upload_limit"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +48,7 @@ _MULTIPART_SLACK = 64 * 1024
 _SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 _SCORER: web.AppKey[Any] = web.AppKey("scorer", object)
 _SCORING: web.AppKey[asyncio.Semaphore] = web.AppKey("scoring", asyncio.Semaphore)
+_SPEC: web.AppKey[dict] = web.AppKey("openapi", dict)
 _NAME = re.compile(r"[^A-Za-z0-9._\-\[\]()+ ]+")
 _REASONS = ("planet-candidate", "known-planet-candidate", "rare-composition")
 
@@ -64,10 +74,14 @@ def _error(status: int, message: str, page: bool) -> web.Response:
     return _json({"error": message}, status)
 
 
+def _is_page(request: web.Request) -> bool:
+    return request.path == "/" or request.path.startswith("/ui/")
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                   ) -> web.StreamResponse:
-    page = request.path == "/" or request.path.startswith("/ui/")
+    page = _is_page(request)
     try:
         return await handler(request)
     except queries.BadRequest as exc:
@@ -79,7 +93,10 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _error(exc.status, exc.reason, page)
+        answer = _error(exc.status, exc.reason, page)
+        # The exception's own headers say what the status means: a 405's Allow (RFC 9110) above all.
+        answer.headers.extend((k, v) for k, v in exc.headers.items() if k not in ("Content-Type", "Content-Length"))
+        return answer
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -89,6 +106,38 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
 
 def _settings(request: web.Request) -> Settings:
     return request.app[_SETTINGS]
+
+
+_NO_TOKEN = ("this server scores nothing: it has no API token. Start it with SKYSTREAM_API_TOKEN set (or "
+             "`skystream api --token-file FILE`) and send the token as 'Authorization: Bearer <token>'")
+
+
+def _bearer_matches(header: str | None, token: str) -> bool:
+    """Whether an Authorization header carries ``token`` (compared in constant time)."""
+    scheme, _, given = (header or "").strip().partition(" ")
+    given_bytes = given.strip().encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(given_bytes, token.encode()) and scheme.lower() == "bearer"
+
+
+@web.middleware
+async def _access(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                  ) -> web.StreamResponse:
+    """The bearer token where ``needs_token`` asks for it; unknown routes and methods get their 404/405."""
+    settings, route = _settings(request), request.match_info.route
+    if request.match_info.http_exception is not None or route.resource is None or not needs_token(
+            request.method, route.resource.canonical, settings.api_protect_reads):
+        return await handler(request)
+    if not settings.api_token:
+        return _error(403, _NO_TOKEN, _is_page(request))
+    header = request.headers.get("Authorization")
+    if _bearer_matches(header, settings.api_token):
+        return await handler(request)
+    answer = _error(401, "this needs the server's token: send 'Authorization: Bearer <token>'" if header is None
+                    else "the Authorization header does not carry the server's token (Bearer <token>)",
+                    _is_page(request))
+    answer.headers["WWW-Authenticate"] = 'Bearer realm="skystream"' + ("" if header is None
+                                                                        else ', error="invalid_token"')
+    return answer
 
 
 async def _off_loop(func: Callable[..., Any], *args: Any) -> Any:
@@ -103,8 +152,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    """GET /openapi.json: the OpenAPI description of this API."""
-    return _json(OPENAPI)
+    """GET /openapi.json: the OpenAPI description of this API (as this server guards its reads)."""
+    return _json(request.app[_SPEC])
 
 
 def _upload_name(text: str | None) -> str:
@@ -118,21 +167,31 @@ async def _read_upload(request: web.Request, limit: int) -> tuple[str, bytes]:
     if request.content_length is not None and request.content_length > limit + _MULTIPART_SLACK:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     if request.content_type.startswith("multipart/"):
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if isinstance(part, BodyPartReader) and (part.name == "file" or part.filename):
-                chunks, size = [], 0
-                while chunk := await part.read_chunk(1 << 16):
-                    size += len(chunk)
-                    if size > limit:
-                        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
-                    chunks.append(chunk)
-                return _upload_name(part.filename), b"".join(chunks)
-        raise queries.BadRequest("no file in the form: send it as the field 'file' (multipart/form-data)")
+        try:
+            return await _read_form(request, limit)
+        except (HttpProcessingError, ValueError) as exc:  # a malformed form (part headers, boundary): the client's
+            if isinstance(exc, queries.BadRequest):
+                raise
+            raise queries.BadRequest("the multipart form cannot be read: send the file as the field 'file' of a "
+                                     "well-formed multipart/form-data body") from None
     data = await request.read()
     if len(data) > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
     return _upload_name(request.query.get("name")), data
+
+
+async def _read_form(request: web.Request, limit: int) -> tuple[str, bytes]:
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if isinstance(part, BodyPartReader) and (part.name == "file" or part.filename):
+            chunks, size = [], 0
+            while chunk := await part.read_chunk(1 << 16):
+                size += len(chunk)
+                if size > limit:
+                    raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+                chunks.append(chunk)
+            return _upload_name(part.filename), b"".join(chunks)
+    raise queries.BadRequest("no file in the form: send it as the field 'file' (multipart/form-data)")
 
 
 async def score(request: web.Request) -> web.Response:
@@ -141,6 +200,7 @@ async def score(request: web.Request) -> web.Response:
     from stream.scoring.offline import detect_kind, score_bytes
 
     settings = _settings(request)
+    check_query(SCORE_QUERY, request.query)
     name, data = await _read_upload(request, upload_limit(settings))
     uri = f"upload://{name}"
     try:
@@ -159,9 +219,7 @@ async def score(request: web.Request) -> web.Response:
 
 async def alerts(request: web.Request) -> web.Response:
     """GET /alerts: archived alerts matching the query (since, limit and filters)."""
-    q = request.query
-    where = queries.alert_filter(q)
-    since, limit = queries.parse_since(q.get("since")), queries.parse_limit(q.get("limit"))
+    where, since, limit = queries.alert_query(request.query)
     found = await _off_loop(queries.list_alerts, _settings(request), where, since, limit)
     return _json({"count": len(found), "alerts": [queries.alert_json(a) for a in found]})
 
@@ -273,13 +331,48 @@ async def model_figure(request: web.Request) -> web.Response:
     return _png(await _off_loop(figure[1]))
 
 
+_TOKEN = re.compile(r"[\x21-\x7e]{16,}")
+_MAKE_TOKEN = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` reaches this machine only (127.0.0.0/8, ::1, localhost)."""
+    host = host.strip().strip("[]").lower()
+    if host in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name, or an address of every interface ("", 0.0.0.0, ::)
+
+
+def check_access(settings: Settings, host: str | None = None) -> None:
+    """ValueError, saying what to set, for a configuration that must not serve: a malformed token, reads to
+    protect without a token, or (``host`` given) listening beyond this machine without a token."""
+    token = settings.api_token
+    if token is not None and not _TOKEN.fullmatch(token):
+        raise ValueError("the API token must be at least 16 printable ASCII characters without spaces "
+                         f"(make one with: {_MAKE_TOKEN})")
+    if settings.api_protect_reads and not token:
+        raise ValueError("SKYSTREAM_API_PROTECT_READS is set but there is no token to check reads against: set "
+                         "SKYSTREAM_API_TOKEN or pass --token-file FILE")
+    if host is not None and not token and not is_loopback(host):
+        raise ValueError(f"refusing to listen on {host!r} without an API token: anyone who can reach it could "
+                         "use it. Set SKYSTREAM_API_TOKEN or pass --token-file FILE (make a token with: "
+                         f"{_MAKE_TOKEN}), or listen on 127.0.0.1")
+
+
 def create_app(settings: Settings | None = None) -> web.Application:
-    """The API and web application over ``settings``' archive (SKYSTREAM_ARCHIVE) and registry."""
+    """The API and web application over ``settings``' archive (SKYSTREAM_ARCHIVE) and registry; ValueError for
+    a token configuration that cannot work (``check_access``)."""
     from stream.scoring.scorer import scorer_for
 
     settings = settings or Settings()
-    app = web.Application(middlewares=[_errors], client_max_size=upload_limit(settings) + _MULTIPART_SLACK)
+    check_access(settings)
+    app = web.Application(middlewares=[_errors, _access],
+                          client_max_size=upload_limit(settings) + _MULTIPART_SLACK)
     app[_SETTINGS] = settings
+    app[_SPEC] = build(settings.api_protect_reads)
     app[_SCORER] = scorer_for(settings)
     app[_SCORING] = asyncio.Semaphore(1)
     app.router.add_post("/score", score)
@@ -301,7 +394,13 @@ def create_app(settings: Settings | None = None) -> web.Application:
 
 def run(settings: Settings, host: str = "127.0.0.1", port: int = 8080,
         announce: Callable[[str], None] = print) -> None:
-    """Serve until Ctrl-C or SIGTERM; ``announce`` is told the address (port 0: a free one)."""
+    """Serve until Ctrl-C or SIGTERM; ``announce`` is told the address (port 0: a free one) and who may do
+    what. ValueError (before listening) when ``check_access`` refuses the configuration."""
+    check_access(settings, host)
+    if not settings.api_token:
+        access = "reads open; POST /score refused (no token: set SKYSTREAM_API_TOKEN to enable it)"
+    else:
+        access = f"POST /score {'and reads need' if settings.api_protect_reads else 'needs'} the bearer token"
 
     async def main() -> None:
         """Serve until SIGINT or SIGTERM, then clean up the runner."""
@@ -310,7 +409,7 @@ def run(settings: Settings, host: str = "127.0.0.1", port: int = 8080,
         try:
             await web.TCPSite(runner, host, port).start()
             bound_host, bound_port = runner.addresses[0][:2]
-            announce(f"SkyStream API and web view on http://{bound_host}:{bound_port}/ (Ctrl-C to stop)")
+            announce(f"SkyStream API and web view on http://{bound_host}:{bound_port}/ ({access}; Ctrl-C to stop)")
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):

@@ -1,34 +1,51 @@
-"""The OpenAPI 3 description of the REST API, served at /openapi.json (tests check it against the routes)."""
+"""The OpenAPI 3 description of the REST API, served at /openapi.json (tests check it against the routes, and
+schemathesis checks the running server against it: tests/test_api_contract.py).
+
+The parameters come from stream/api/params.py, which the handlers check requests against, and which routes
+need the token from ``needs_token``, which the server's middleware asks: the description and the server
+agree on those by construction. ``build(protect_reads)`` describes a server whose reads need the token too.
+"""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
-__all__ = ["OPENAPI"]
+from stream.api.params import ALERT_ID, ALERTS_QUERY, OBJECT_ID, SCORE_QUERY
+
+__all__ = ["OPEN_PATHS", "OPENAPI", "build", "needs_token"]
+
+# Always open: liveness probes and this description carry nothing worth guarding.
+OPEN_PATHS = ("/healthz", "/openapi.json", "/static")
 
 _ERROR = {"description": "the request cannot be answered; the body says why",
           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_UNAUTHORIZED = {"description": "no token, or not the server's: send Authorization: Bearer <token>",
+                 "headers": {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},
+                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_FORBIDDEN = {"description": "the server has no token configured (SKYSTREAM_API_TOKEN or --token-file), so it "
+              "scores nothing", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def needs_token(method: str, path: str, protect_reads: bool) -> bool:
+    """Whether a request to the route ``path`` (its canonical form, /objects/{id}) needs the bearer token:
+    scoring always; reads (JSON routes, web pages and their figures) when ``protect_reads``."""
+    if method.upper() not in ("GET", "HEAD"):
+        return True
+    return protect_reads and not any(path == p or path.startswith(p + "/") for p in OPEN_PATHS)
 
 
 def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "description": description,
-            "schema": schema or {"type": "string"}}
-
-
-_OBJECT_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
-              "description": "a TIC id (TIC 25155310 or 25155310), an asteroid number (4) or designation (1996 UK)"}
-_ALERT_ID = {"name": "alert_id", "in": "path", "required": True,
-             "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}
-
-OPENAPI: dict[str, Any] = {
+_BASE: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {"title": "SkyStream API", "version": "1",
              "description": "Score a file, read archived alerts, object histories and the model registry. "
-             "Alerts and predictions have the fields of schemas/avro/alert.avsc and prediction.avsc."},
+             "Alerts and predictions have the fields of schemas/avro/alert.avsc and prediction.avsc. "
+             "POST /score needs `Authorization: Bearer <token>` (SKYSTREAM_API_TOKEN); the reads need it too "
+             "when the server protects them (SKYSTREAM_API_PROTECT_READS=1)."},
     "paths": {
         "/score": {"post": {
             "summary": "score one uploaded file (a SMASS-style spectrum table or a TESS light-curve FITS)",
@@ -36,40 +53,35 @@ OPENAPI: dict[str, Any] = {
             "upload://NAME (NAME: the upload's file name, or ?name=; a spectrum's object comes from it). "
             "The upload is scored in memory and never written to disk. Larger than the kind's "
             "SKYSTREAM_MAX_<KIND>_BYTES: 413.",
-            "parameters": [_query("name", "the file's name when the body is raw bytes (default: upload)")],
+            "parameters": [p.spec() for p in SCORE_QUERY],
             "requestBody": {"required": True, "content": {
+                # Only the file: the server ignores other fields, and a client has none to send.
                 "multipart/form-data": {"schema": {"type": "object", "properties": {
-                    "file": {"type": "string", "format": "binary"}}, "required": ["file"]}},
+                    "file": {"type": "string", "format": "binary"}}, "required": ["file"],
+                    "additionalProperties": False}},
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
             "responses": {
                 "200": _json("the prediction", {"$ref": "#/components/schemas/Prediction"}),
                 "400": _ERROR,
-                "413": _json("the file is larger than its kind's limit", {"$ref": "#/components/schemas/Rejection"}),
+                "413": _json("the file is larger than its kind's limit (a Rejection), or the request larger than "
+                             "every kind's (an Error)", {"$ref": "#/components/schemas/Rejection"}),
                 "422": _json("the file cannot be scored (the same reasons as `skystream score`)",
                              {"$ref": "#/components/schemas/Rejection"}),
                 "500": _json("an internal error while scoring", {"$ref": "#/components/schemas/Rejection"}),
             }}},
         "/alerts": {"get": {
             "summary": "archived alerts, newest first, through the filter language of docs/filters.md",
-            "parameters": [
-                _query("kind", "lightcurve or spectrum (repeat or comma-separate for several)"),
-                _query("reason", "planet-candidate, known-planet-candidate, rare-composition (several: as kind)"),
-                _query("min_score", "only alerts with score >= this", {"type": "number"}),
-                _query("object", "only this object (several: as kind)"),
-                _query("cone", "ra,dec,radius_deg in ICRS degrees"),
-                _query("since", "a duration back from now (30m, 2h, 3d) or an ISO 8601 time with zone"),
-                _query("limit", "at most this many (1-1000, default 100)", {"type": "integer"}),
-            ],
+            "parameters": [p.spec() for p in ALERTS_QUERY],
             "responses": {"200": _json("matching alerts", {"type": "object", "properties": {
                 "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}},
                 "count": {"type": "integer"}}}), "400": _ERROR}}},
         "/alerts/{alert_id}/figure.png": {"get": {
-            "summary": "an alert's diagnostic figure", "parameters": [_ALERT_ID],
+            "summary": "an alert's diagnostic figure", "parameters": [ALERT_ID.spec()],
             "responses": {"200": {"description": "PNG", "content": {"image/png": {}}}, "400": _ERROR,
                           "404": _ERROR}}},
         "/objects/{id}": {"get": {
             "summary": "an object's archived predictions across sectors, files and model versions",
-            "parameters": [_OBJECT_ID],
+            "parameters": [OBJECT_ID.spec()],
             "responses": {"200": _json("its history", {"type": "object", "properties": {
                 "object": {"type": "string"},
                 "predictions": {"type": "array", "items": {"$ref": "#/components/schemas/Prediction"}},
@@ -93,3 +105,25 @@ OPENAPI: dict[str, Any] = {
         "Alert": {"type": "object", "description": "schemas/avro/alert.avsc; the figure as figure_url"},
     }},
 }
+
+
+def build(protect_reads: bool = False) -> dict[str, Any]:
+    """The description of a server that guards its reads with the token too (``protect_reads``) or not."""
+    spec = copy.deepcopy(_BASE)
+    spec["components"]["securitySchemes"] = {"bearer": {
+        "type": "http", "scheme": "bearer",
+        "description": "the server's token (SKYSTREAM_API_TOKEN or `skystream api --token-file`)"}}
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if needs_token(method, path, protect_reads):
+                operation["security"] = [{"bearer": []}]
+                operation["responses"]["401"] = _UNAUTHORIZED
+                if method != "get":
+                    operation["responses"]["403"] = _FORBIDDEN
+            else:
+                operation["security"] = []
+    return spec
+
+
+# The description with open reads (the default).
+OPENAPI: dict[str, Any] = build()

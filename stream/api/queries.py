@@ -2,106 +2,83 @@
 
 Query parameters become a filter of the filter language (stream/alerts/filters.py) and are evaluated
 by its ``matches``, so ``GET /alerts?kind=...`` means what ``skystream alerts --archive --kind ...``
-and a filters file mean. Every input is checked here; ``BadRequest`` carries the message a client sees.
+and a filters file mean. Every input is checked here, against the definitions of stream/api/params.py that
+the OpenAPI description is built from; ``BadRequest`` carries the message a client sees.
 """
 
 from __future__ import annotations
 
-import math
-import re
 import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from stream.alerts.filters import Filter, FilterError, matches, parse_filter
+from stream.api.params import ALERT_ID, ALERTS_QUERY, MAX_LIMIT, OBJECT_ID, BadRequest, check_query
 from stream.settings import Settings
 
-__all__ = ["BadRequest", "MAX_LIMIT", "alert_by_id", "alert_filter", "alert_json", "list_alerts", "models",
-           "object_alerts", "object_history", "parse_limit", "parse_since", "registry_version", "check_object"]
+__all__ = ["BadRequest", "MAX_LIMIT", "alert_by_id", "alert_filter", "alert_json", "alert_query", "list_alerts",
+           "models", "object_alerts", "object_history", "parse_limit", "parse_since", "registry_version",
+           "check_object"]
 
-MAX_LIMIT = 1000
-_ALERT_ID = re.compile(r"[0-9a-f]{64}")
-_OBJECT = re.compile(r"[\w .+:()\-\[\]]{1,100}")
 # Archive bookkeeping columns a client has no use for.
 _INTERNAL = ("kafka_partition", "kafka_offset", "figure_png")
+_PARAM = {p.name: p for p in ALERTS_QUERY}
 
 
-class BadRequest(ValueError):
-    """A request parameter that cannot be used; the message says which and why."""
-
-
-def _values(params: Mapping[str, Any], key: str) -> list[str]:
+def _values(checked: Mapping[str, Any], key: str) -> list[str]:
     """A parameter given repeated (``?kind=a&kind=b``) or comma-separated (``?kind=a,b``)."""
-    raw = params.getall(key, []) if hasattr(params, "getall") else [params[key]] if key in params else []
-    return [v.strip() for item in raw for v in str(item).split(",") if v.strip()]
-
-
-def _number(key: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise BadRequest(f"{key}: expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise BadRequest(f"{key}: expected a finite number, got {text!r}")
-    return value
+    return [v.strip() for item in checked.get(key, []) for v in str(item).split(",") if v.strip()]
 
 
 def alert_filter(params: Mapping[str, Any]) -> Filter | None:
     """``kind``, ``reason``, ``object``, ``min_score`` and ``cone=ra,dec,radius_deg`` as one filter
     (None when none is given); BadRequest names the parameter that is wrong."""
+    checked = check_query(ALERTS_QUERY, params)
     spec: dict[str, Any] = {}
     for key in ("kind", "reason", "object"):
-        if values := _values(params, key):
+        if values := _values(checked, key):
             spec[key] = values
-    if (text := str(params.get("min_score", "")).strip()) != "":
-        spec["min"] = {"score": _number("min_score", text)}
-    if (text := str(params.get("cone", "")).strip()) != "":
-        parts = [p for p in text.split(",")]
-        if len(parts) != 3:
-            raise BadRequest(f"cone: expected ra,dec,radius_deg in degrees, got {text!r}")
-        spec["cone"] = dict(zip(("ra", "dec", "radius_deg"), (_number("cone", p) for p in parts), strict=True))
+    if "min_score" in checked:
+        spec["min"] = {"score": checked["min_score"]}
+    if "cone" in checked:
+        ra, dec, radius = (float(p) for p in checked["cone"].split(","))
+        spec["cone"] = {"ra": ra, "dec": dec, "radius_deg": radius}
     if not spec:
         return None
     try:
         return parse_filter("request", spec)
-    except FilterError as exc:
+    except FilterError as exc:  # not reached for what the parameters admit; kept as the last word
         raise BadRequest(str(exc).replace("filter 'request', ", "")) from None
+
+
+def alert_query(params: Mapping[str, Any], now: float | None = None) -> tuple[Filter | None, int | None, int]:
+    """(filter, since in epoch ms, limit) of a ``GET /alerts`` query, every parameter checked."""
+    checked = check_query(ALERTS_QUERY, params)
+    return alert_filter(params), parse_since(checked.get("since"), now), checked.get("limit", 100)
 
 
 def parse_since(text: str | None, now: float | None = None) -> int | None:
     """``since`` as epoch milliseconds: a duration back from now (``30m``, ``2h``, ``3d``) or an ISO 8601
     time (``2026-11-22T08:00:00Z``)."""
-    if text is None or not text.strip():
+    if text is None:
         return None
     from stream.alerts.client import parse_duration
 
-    try:
+    text = str(_PARAM["since"].check(text))
+    if text[-1] in "smhdw":
         return int(((now or time.time()) - parse_duration(text)) * 1000)
-    except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise BadRequest(f"since: expected a duration (30m, 2h, 3d) or an ISO 8601 time, got {text!r}") from None
-    if when.tzinfo is None:
-        raise BadRequest(f"since: give the time zone (e.g. a trailing Z for UTC): {text!r}")
-    return int(when.timestamp() * 1000)
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
 
 
 def parse_limit(text: str | None, default: int = 100) -> int:
     """``limit``: 1..MAX_LIMIT rows."""
-    if text is None or not str(text).strip():
-        return default
-    if not str(text).strip().isdigit() or not 1 <= int(text) <= MAX_LIMIT:
-        raise BadRequest(f"limit: expected a whole number from 1 to {MAX_LIMIT}, got {text!r}")
-    return int(text)
+    return default if text is None else int(_PARAM["limit"].check(text))
 
 
 def check_object(object_id: str) -> str:
     """An object name as the archive knows them (TIC 25155310, 4, 1996 UK, ...), or BadRequest."""
-    if not _OBJECT.fullmatch(object_id or ""):
-        raise BadRequest(f"object: expected a TIC id or an asteroid number or designation, got {object_id[:100]!r}")
+    OBJECT_ID.check(object_id or "")
     return object_id
 
 
@@ -127,8 +104,7 @@ def alert_by_id(settings: Settings, alert_id: str) -> dict[str, Any] | None:
 
     from stream.archive import query
 
-    if not _ALERT_ID.fullmatch(alert_id):
-        raise BadRequest(f"alert id: expected 64 lowercase hex digits, got {alert_id[:80]!r}")
+    ALERT_ID.check(alert_id)
     rows = query.read("alerts", pc.field("alert_id") == alert_id, settings=settings)
     found = rows.to_pylist(maps_as_pydicts="strict")
     return found[0] if found else None

@@ -8,7 +8,6 @@ import base64
 import csv
 import dataclasses
 import json
-import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,13 +60,10 @@ def cmd_archive(args: argparse.Namespace) -> int:
     async def main() -> None:
         """Create the topics, then archive until SIGINT/SIGTERM (or the end of the topics with --once)."""
         from stream.runtime.kafka import ensure_topics
+        from stream.runtime.signals import stop_on_signals
 
         await ensure_topics(broker, settings)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await archiver.run(stop, once=args.once)
+        await archiver.run(stop_on_signals(), once=args.once)
 
     asyncio.run(main())
     stats = archiver.stats

@@ -13,7 +13,8 @@ __all__ = ["cmd_demo", "register"]
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `demo` to the skystream command."""
     p = subparsers.add_parser("demo", help="run the whole stream on this machine and print predictions as they arrive",
-                       description="Start the embedded broker (unless --broker/SKYSTREAM_BROKER is set), the "
+                       description="Start a local broker (tansu, or Apache Kafka with --engine kafka; unless "
+                       "--broker/SKYSTREAM_BROKER is set), the "
                        "workers and the watcher; feed the inputs; print predictions in a table; end with a "
                        "summary (counts, rejects, throughput, latency) and a clean shutdown.")
     p.add_argument("--source", type=Path,
@@ -26,6 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--serve", nargs="?", const=8080, type=int, metavar="PORT",
                    help="after the stream, serve the API and web view of its archive on 127.0.0.1:PORT "
                    "(default 8080) until Ctrl-C")
+    p.add_argument("--engine", choices=("tansu", "kafka"), default="tansu",
+                   help="the broker started when none is given: tansu (default: in memory, starts in "
+                   "milliseconds, nothing to install) or kafka (Apache Kafka, durable, needs Java 17; its log "
+                   "in the run's work directory)")
     broker_arg(p)
     p.set_defaults(func=cmd_demo)
 

@@ -1,4 +1,4 @@
-"""`skystream worker`: a supervised Faust worker (stream/runtime/supervisor.py, stream/runtime/app.py)."""
+"""`skystream worker`: a supervised Faust worker (stream/worker/supervisor.py, stream/worker/app.py)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     broker_arg(p)
     metrics_arg(p)
     p.add_argument("--loglevel", default="warning", help="Faust log level (default warning)")
-    # The supervisor's child (stream/runtime/supervisor.py): the Faust worker itself.
+    # The supervisor's child (stream/worker/supervisor.py): the Faust worker itself.
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_worker)
 
@@ -31,10 +31,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = Settings()
     broker = require_broker(args, settings)
     if args.child:
-        from stream.runtime.app import run_worker
+        from stream.worker.app import run_worker
 
         run_worker(settings, broker, metrics_port(args, settings), args.loglevel)
         return 0
-    from stream.runtime.supervisor import supervise_worker
+    from stream.worker.supervisor import supervise_worker
 
     return supervise_worker(settings, broker, metrics_port(args, settings), args.loglevel, args.verbose)

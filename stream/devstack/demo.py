@@ -55,11 +55,14 @@ def run_demo(args: argparse.Namespace) -> int:
     # The state (and so the archive) lives in SKYSTREAM_STATE_DIR, so `skystream alerts --archive` and
     # `skystream history` find this run's results afterwards with the same settings; the run's own
     # inputs, logs and watcher ledger stay in its work directory.
-    print(f"broker: {broker or 'embedded tansu on loopback (in-memory)'}; workers: {args.workers}; "
+    engine = getattr(args, "engine", "tansu")
+    started = ("Apache Kafka on loopback (durable, its log in the work directory)" if engine == "kafka"
+               else "embedded tansu on loopback (in-memory)")
+    print(f"broker: {broker or started}; workers: {args.workers}; "
           f"state: {settings.state_dir}; inputs and logs: {workdir}", flush=True)
     with LocalStack(state_dir=settings.state_dir, log_dir=workdir / "logs", broker=broker,
                     registry=settings.registry, partitions=settings.partitions, archive=settings.archive,
-                    sources=str(Path(inputs).resolve())) as stack:
+                    sources=str(Path(inputs).resolve()), engine=engine, broker_dir=workdir / "kafka") as stack:
         for _ in range(args.workers):
             stack.start_worker()
         stack.start_archiver()

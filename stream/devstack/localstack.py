@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer
 import schemas
 from stream.runtime.embedded_broker import EmbeddedBroker, free_port
 from stream.runtime.kafka import bootstrap_servers, ensure_topics
+from stream.runtime.local_kafka import LocalKafka
 from stream.settings import TOPICS, Settings, child_environment
 
 __all__ = ["Collected", "LocalStack", "collect"]
@@ -37,11 +38,21 @@ class LocalStack:
 
     def __init__(self, state_dir: Path, broker: str | None = None, registry: str | None = None,
                  partitions: int = 4, app_id: str | None = None, log_dir: Path | None = None,
-                 archive: str | None = None, sources: str | None = None) -> None:
+                 archive: str | None = None, sources: str | None = None, engine: str = "tansu",
+                 broker_dir: Path | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.log_dir = Path(log_dir or self.state_dir / "logs")
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self._embedded = None if broker else EmbeddedBroker(log_file=self.log_dir / "broker.log")
+        # The broker this stack starts when none is given: tansu (zero-install, in memory) or a durable
+        # single-node Apache Kafka with its log under the state directory (stream/runtime/local_kafka.py).
+        self.engine = engine
+        self._embedded: EmbeddedBroker | LocalKafka | None = None
+        if not broker:
+            if engine == "kafka":
+                self._embedded = LocalKafka(broker_dir or self.state_dir / "kafka",
+                                            settings=Settings(partitions=partitions))
+            else:
+                self._embedded = EmbeddedBroker(log_file=self.log_dir / "broker.log")
         self._broker = broker
         self.registry = registry
         self.partitions = partitions
@@ -66,12 +77,19 @@ class LocalStack:
     @property
     def broker_pid(self) -> int | None:
         """The embedded broker's process id (None for an external broker)."""
+        if isinstance(self._embedded, LocalKafka):
+            return next(iter(self._embedded.pids()), None)
         proc = self._embedded.proc if self._embedded else None
         return proc.pid if proc else None
 
+    def broker_log_bytes(self) -> int | None:
+        """Bytes of the started Kafka's log on disk (None for tansu or an external broker)."""
+        return self._embedded.log_bytes() if isinstance(self._embedded, LocalKafka) else None
+
     def settings(self) -> Settings:
         """Settings pointing at this stack's broker, state, archive, sources and registry."""
-        return Settings(broker=self.broker, state_dir=self.state_dir, partitions=self.partitions,
+        engine = self.engine if self._embedded else Settings().broker_engine
+        return Settings(broker=self.broker, broker_engine=engine, state_dir=self.state_dir, partitions=self.partitions,
                         app_id=self.app_id, archive=self.archive, sources=self.sources,
                         **({"registry": self.registry} if self.registry else {}))
 

@@ -208,9 +208,9 @@ async def read_labels(broker: str, settings: Settings | None = None, idle_polls:
     but cannot reach it within ``timeout`` seconds raises TimeoutError rather than return part of
     the labels.
     """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
 
-    from stream.runtime.kafka import bootstrap_servers, client_kwargs, read_to_end
+    from stream.runtime.kafka import bootstrap_servers, client_kwargs, read_to_end, topic_partitions
 
     settings = settings or Settings()
     topic = TOPICS["labels"]
@@ -222,7 +222,7 @@ async def read_labels(broker: str, settings: Settings | None = None, idle_polls:
         await consumer.start()
         if topic not in await consumer.topics():
             return [], 0
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        parts = await topic_partitions(consumer, [topic])
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         idle = 0

@@ -20,7 +20,7 @@ import schemas
 from stream.errors import Rejected
 from stream.features import detect
 from stream.ingest import allowlist, storage
-from stream.runtime.kafka import bootstrap_servers, client_kwargs, read_to_end
+from stream.runtime.kafka import bootstrap_servers, client_kwargs, read_to_end, topic_partitions
 from stream.settings import TOPICS, Settings
 
 __all__ = ["Redrive", "plan", "read_dead_letters", "replay"]
@@ -43,7 +43,7 @@ async def read_dead_letters(settings: Settings, reason: str | None = None,
                             since_s: float | None = None) -> list[dict[str, Any]]:
     """The dead letters retained on the rejected topic, oldest first per partition, optionally only
     those with ``reason`` and written at or after ``since_s`` (unix seconds)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
 
     topic = TOPICS["rejected"]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(settings.broker or ""), group_id=None,
@@ -51,7 +51,7 @@ async def read_dead_letters(settings: Settings, reason: str | None = None,
     await consumer.start()
     letters: list[dict[str, Any]] = []
     try:
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        parts = await topic_partitions(consumer, [topic])
         if not parts:
             return []
         consumer.assign(parts)

@@ -18,6 +18,10 @@ outcome that was last published more than half that time earlier is marked due a
 broker answers some produce requests with UnknownError for a while after a restart, and a few outcomes
 sent then were acknowledged on retry yet never appeared (docs/fault-tolerance.md); the rechecks
 republish them within about half a minute instead of after the slow fallback (``watch_republish_seconds``).
+
+The broker profile (stream/runtime/profiles.py) decides what runs: the rechecks only on tansu; the
+cluster check (id and topics, one admin client) every ``check_interval`` on tansu, and on Kafka only
+when the reading starts or restarts after an error. The high-watermark check is free and runs on both.
 """
 
 from __future__ import annotations
@@ -27,12 +31,20 @@ import contextlib
 import logging
 import time
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from stream.ingest.watcher import Ledger
-from stream.runtime.kafka import bootstrap_servers, client_kwargs, cluster_state, ensure_topics_forever
+from stream.runtime.kafka import (
+    bootstrap_servers,
+    client_kwargs,
+    cluster_state,
+    ensure_topics_forever,
+    topic_partitions,
+)
 from stream.runtime.metrics import BROKER_RESETS, FILES_UNRESOLVED
+from stream.runtime.profiles import BrokerProfile, resolve_profile
+from stream.runtime.retry import Backoff, Stopped
 from stream.settings import TOPICS, Settings
 
 __all__ = ["ResultFollower", "OUTCOME_TOPICS"]
@@ -48,37 +60,55 @@ class _BrokerReset(Exception):
 
 
 class ResultFollower:
-    """Marks files resolved as their outcomes appear; marks every unresolved file due after a broker reset."""
+    """Marks files resolved as their outcomes appear; marks every unresolved file due after a broker reset.
+
+    ``profile`` None: the one ``settings.broker_engine`` names or the broker tells, found when ``run`` starts."""
 
     def __init__(self, ledger: Ledger, broker: str, settings: Settings, source_name: str,
-                 check_interval: float = 2.0, max_backoff: float = 30.0) -> None:
+                 check_interval: float = 2.0, max_backoff: float = 30.0, profile: BrokerProfile | None = None) -> None:
         self.ledger = ledger
         self.broker = broker
         self.settings = settings
         self.source_name = source_name
         self.check_interval = check_interval
         self.max_backoff = max_backoff
-        self.recheck_after = settings.watch_reset_recheck_seconds
+        self.profile = profile
         self._rechecks_left = 0  # after the last reset
         self._next_recheck = 0.0  # monotonic time
 
+    @property
+    def recheck_after(self) -> float:
+        """Seconds between the rechecks after a reset; 0: none (tansu only, docs/embedded-broker.md defect 5)."""
+        if self.profile is None:
+            return self.settings.watch_reset_recheck_seconds
+        return self.profile.recheck_seconds(self.settings)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Follow until ``stop``; an outage of any length or a broker reset only restarts the reading."""
-        backoff = 1.0
+        if self.profile is None:
+            try:
+                self.profile = await resolve_profile(self.broker, self.settings, stop)
+            except Stopped:
+                return
+        backoff = Backoff(1.0, self.max_backoff)
+        reset_before = False  # the last pass ended in a reset too
         while not stop.is_set():
             try:
                 await self._follow(stop)
-                backoff = 1.0
+                backoff.reset()
+                reset_before = False
                 continue
             except _BrokerReset as reset:
+                # A reset seen again at once (a broker still coming up) is not acted on in a tight loop.
+                if reset_before:
+                    await backoff.wait(stop)
+                reset_before = True
                 await self._on_reset(str(reset), stop)
                 continue
             except (KafkaError, OSError, TimeoutError) as exc:
                 log.warning("results follower: broker unavailable (%s: %s); retrying in %.0f s",
-                            type(exc).__name__, exc, backoff)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), backoff)
-            backoff = min(self.max_backoff, backoff * 2)
+                            type(exc).__name__, exc, backoff.delay)
+            await backoff.wait(stop)
 
     async def check_cluster(self) -> None:
         """Raise _BrokerReset when the broker is not the one the ledger's offsets belong to (and keep
@@ -107,7 +137,7 @@ class ResultFollower:
             self.ledger.set_meta("cluster_id", state.cluster_id)
         self.ledger.commit()
         log.warning("%d unresolved files will be published again", due)
-        if self.recheck_after > 0:
+        if self.recheck_after > 0:  # tansu only (docs/embedded-broker.md defect 5)
             self._rechecks_left = RECHECKS
             self._next_recheck = time.monotonic() + self.recheck_after
 
@@ -132,9 +162,7 @@ class ResultFollower:
         )
         await consumer.start()
         try:
-            await consumer.topics()  # metadata, for the partitions
-            parts = [TopicPartition(t, p) for t in OUTCOME_TOPICS
-                     for p in sorted(consumer.partitions_for_topic(t) or ())]
+            parts = await topic_partitions(consumer, OUTCOME_TOPICS)
             if len(parts) < len(OUTCOME_TOPICS):
                 raise _BrokerReset("outcome topics have no partitions")
             consumer.assign(parts)
@@ -161,7 +189,8 @@ class ResultFollower:
                     self.ledger.commit()
                 FILES_UNRESOLVED.labels(source=self.source_name).set(self.ledger.unresolved())
                 if time.monotonic() - checked > self.check_interval:
-                    await self.check_cluster()
+                    if self.profile is None or self.profile.watch_broker:
+                        await self.check_cluster()  # tansu only (docs/embedded-broker.md defect 7)
                     self.recheck_if_due()
                     checked = time.monotonic()
         finally:

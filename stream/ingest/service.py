@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from stream import kinds
 from stream.ingest.resolver import ResultFollower
 from stream.ingest.sources import DirectorySource, Source
 from stream.ingest.watcher import Ledger, PollResult, Watcher, ledger_path
 from stream.runtime.kafka import bootstrap_servers, client_kwargs, ensure_topics_forever
+from stream.runtime.profiles import describe, resolve_profile
+from stream.runtime.retry import Stopped, retry
+from stream.runtime.signals import stop_on_signals
 from stream.settings import Settings
 
 __all__ = ["open_source", "run_watch"]
@@ -41,20 +44,22 @@ async def run_watch(settings: Settings, broker: str, source: Source, *, interval
                     once: bool = False, report: Callable[[PollResult], None] | None = None) -> None:
     """Watch ``source`` until SIGINT/SIGTERM (or one pass with ``once``): publish its new files, follow
     their outcomes, and wait out any broker outage; the watcher never exits on one."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     # A broker that is down (or restarting) is waited for, however long: the watcher never exits on it.
     if not await ensure_topics_forever(broker, settings, stop):
         return
+    try:
+        profile = await resolve_profile(broker, settings, stop)
+    except Stopped:
+        return
+    log.info("watcher: %s", describe(profile, settings))
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(broker), acks="all", linger_ms=5,
                                 **client_kwargs(settings))
     await _start_with_backoff(producer.start, stop)
     ledger = Ledger(ledger_path(settings.state_dir, source))
     watcher = Watcher(source, lambda t, k, v: producer.send(t, v, key=k), ledger,
                       max_bytes=kinds.max_bytes(settings), republish_after=settings.watch_republish_seconds)
-    follower = ResultFollower(ledger, broker, settings, source.name)
+    follower = ResultFollower(ledger, broker, settings, source.name, profile=profile)
 
     following = None
     try:
@@ -79,17 +84,8 @@ async def run_watch(settings: Settings, broker: str, source: Source, *, interval
 async def _start_with_backoff(start: Callable[[], Awaitable[None]], stop: asyncio.Event,
                               max_backoff: float = 30.0) -> None:
     """Call ``start`` (a Kafka client's) until it succeeds or ``stop`` is set."""
-    from aiokafka.errors import KafkaError
-
-    backoff = 1.0
-    while not stop.is_set():
-        try:
-            await start()
-            return
-        except (KafkaError, OSError) as exc:
-            log.warning("broker unavailable (%s); retrying in %.0f s", exc, backoff)
-        try:
-            await asyncio.wait_for(stop.wait(), backoff)
-        except TimeoutError:
-            pass
-        backoff = min(max_backoff, backoff * 2)
+    try:
+        await retry(start, retry_on=(KafkaError, OSError), stop=stop, maximum=max_backoff,
+                    what="starting the producer (broker unavailable)")
+    except Stopped:
+        return

@@ -37,6 +37,7 @@ from stream.ingest import storage
 from stream.ingest.sources import Candidate, Source
 from stream.runtime.deadletters import rejected_record
 from stream.runtime.metrics import FILES_DISCOVERED, FILES_PUBLISHED, FILES_REPUBLISHED, LAST_INPUT
+from stream.runtime.retry import Backoff, sleep_unless_stopped
 from stream.settings import TOPICS
 
 __all__ = ["Ledger", "PollResult", "Watcher", "ledger_path"]
@@ -341,18 +342,15 @@ class Watcher:
     ) -> None:
         """Poll every ``interval`` seconds until ``stop``; a broker outage of any length only delays it
         (backing off up to ``max_backoff`` seconds), it never ends it."""
-        backoff = interval
+        backoff = Backoff(max(interval, 0.1), max(interval, 0.1, max_backoff))
         while not stop.is_set():
-            wait = interval
             try:
                 res = await self.poll()
-                backoff = interval
-                if on_poll:
-                    on_poll(res)
             except (KafkaError, OSError, TimeoutError) as exc:
-                log.warning("broker unavailable (%s: %s); retrying in %.0f s", type(exc).__name__, exc, backoff)
-                wait, backoff = backoff, min(max_backoff, backoff * 2)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=wait)
-            except TimeoutError:
-                pass
+                log.warning("broker unavailable (%s: %s); retrying in %.0f s", type(exc).__name__, exc, backoff.delay)
+                await backoff.wait(stop)
+                continue
+            backoff.reset()
+            if on_poll:
+                on_poll(res)
+            await sleep_unless_stopped(interval, stop)

@@ -5,27 +5,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from stream.runtime.embedded_broker import BrokerError
+from stream.runtime.retry import Stopped, retry
 from stream.settings import TOPICS, Settings
 
 __all__ = [
+    "RETENTION",
     "ClusterState",
     "bootstrap_servers",
     "client_kwargs",
     "cluster_state",
     "ensure_topics",
     "ensure_topics_forever",
-    "faust_broker_url",
     "min_insync_replicas",
     "read_to_end",
+    "topic_partitions",
+    "topic_configs",
     "topic_specs",
 ]
 
@@ -36,13 +39,6 @@ def bootstrap_servers(broker: str) -> str:
     """'kafka://h:p;kafka://h2:p' or 'h:p,h2:p' -> 'h:p,h2:p' for aiokafka."""
     parts = [p.strip().removeprefix("kafka://") for p in broker.replace(";", ",").split(",")]
     return ",".join(p for p in parts if p)
-
-
-def faust_broker_url(broker: str) -> str:
-    """Faust's broker URL, on the transport with a short fetch wait (stream/runtime/faust_transport.py)."""
-    from stream.runtime.faust_transport import SCHEME
-
-    return ";".join(f"{SCHEME}://{p}" for p in bootstrap_servers(broker).split(","))
 
 
 def client_kwargs(settings: Settings) -> dict[str, Any]:
@@ -70,16 +66,51 @@ def min_insync_replicas(settings: Settings) -> int | None:
     return min(settings.min_insync_replicas, rf)
 
 
+DAY_MS = 24 * 3600 * 1000
+GIB = 1 << 30
+# What each topic keeps (a broker that enforces retention: Apache Kafka; the embedded broker keeps all).
+# Inputs and features can be re-made from the files, so a week; results are what subscribers and the
+# archive read, so a month; model announcements are state (the newest per task), so compacted; curated
+# labels are ground truth for retraining and kept (not compacted: two labels of one object with
+# different periods are different signals, stream/ingest/labels.py).
+RETENTION: dict[str, dict[str, str]] = {
+    "files": {"retention.ms": str(7 * DAY_MS), "retention.bytes": str(GIB)},
+    "features.spectrum": {"retention.ms": str(7 * DAY_MS), "retention.bytes": str(GIB)},
+    "features.lightcurve": {"retention.ms": str(7 * DAY_MS), "retention.bytes": str(GIB)},
+    "predictions": {"retention.ms": str(30 * DAY_MS), "retention.bytes": str(4 * GIB)},
+    "alerts": {"retention.ms": str(30 * DAY_MS), "retention.bytes": str(4 * GIB)},
+    "rejected": {"retention.ms": str(30 * DAY_MS), "retention.bytes": str(4 * GIB)},
+    "models": {"cleanup.policy": "compact"},
+    "labels": {"retention.ms": "-1"},
+}
+DATA_TOPICS = ("files", "features.spectrum", "features.lightcurve", "predictions", "alerts", "rejected")
+
+
+def topic_configs(key: str, settings: Settings) -> dict[str, str]:
+    """The configs of the topic ``key`` of TOPICS (or of a filter topic, kept like alerts)."""
+    configs = dict(RETENTION.get(key, RETENTION["alerts"]))
+    if key in DATA_TOPICS or key not in RETENTION:
+        if settings.retention_ms is not None:
+            configs["retention.ms"] = str(settings.retention_ms)
+        if settings.retention_bytes is not None:
+            configs["retention.bytes"] = str(settings.retention_bytes)
+        # Retention deletes whole segments: roll them often enough that a short retention can act.
+        ms = int(configs["retention.ms"])
+        configs["segment.ms"] = str(max(10_000, min(DAY_MS, ms // 4)))
+        configs["segment.bytes"] = str(max(1 << 20, min(256 << 20, int(configs["retention.bytes"]) // 4)))
+    if isr := min_insync_replicas(settings):
+        configs["min.insync.replicas"] = str(isr)
+    return configs
+
+
 def topic_specs(settings: Settings, existing: set[str] | frozenset[str] = frozenset(),
                 extra: Iterable[str] = ()) -> list[NewTopic]:
     """The SkyStream topics (and ``extra`` ones, e.g. filter topics) not in ``existing``, with their
-    partitions, replication and configs."""
-    isr = min_insync_replicas(settings)
-    configs = {"min.insync.replicas": str(isr)} if isr else {}
+    partitions, replication and configs (RETENTION)."""
     # Models and labels are low-volume control topics; one partition keeps them ordered.
     return [
         NewTopic(name, 1 if key in ("models", "labels") else settings.partitions, settings.replication_factor,
-                 topic_configs=dict(configs))
+                 topic_configs=topic_configs(key, settings))
         for key, name in [*TOPICS.items(), *((n, n) for n in extra)] if name not in existing
     ]
 
@@ -89,15 +120,11 @@ async def ensure_topics(bootstrap: str, settings: Settings, timeout: float = 30.
     topics keep their configuration): ``settings.replication_factor`` replicas, ``min.insync.replicas``
     when replicated."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(bootstrap), **client_kwargs(settings))
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            await admin.start()
-            break
-        except Exception as exc:  # broker still starting
-            if time.monotonic() > deadline:
-                raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
-            await asyncio.sleep(0.5)
+    try:  # the broker may still be starting: every 0.5 s until ``timeout``
+        await retry(admin.start, what=f"reaching Kafka at {bootstrap}", first=0.5, maximum=0.5, timeout=timeout,
+                    level=logging.DEBUG)
+    except Exception as exc:
+        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
     try:
         existing = set(await admin.list_topics())
         for t in topic_specs(settings, existing, extra):
@@ -140,20 +167,12 @@ async def ensure_topics_forever(bootstrap: str, settings: Settings, stop: asynci
                                 max_backoff: float = 30.0) -> bool:
     """``ensure_topics`` until it succeeds (backing off up to ``max_backoff`` s) or ``stop`` is set;
     whether it succeeded. For long-running processes, which wait out a broker outage of any length."""
-    backoff = 1.0
-    while stop is None or not stop.is_set():
-        try:
-            await ensure_topics(bootstrap, settings, timeout=10.0)
-            return True
-        except Exception as exc:
-            log.warning("cannot create topics on %s yet (%s); retrying in %.0f s", bootstrap, exc, backoff)
-        if stop is None:
-            await asyncio.sleep(backoff)
-        else:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), backoff)
-        backoff = min(max_backoff, backoff * 2)
-    return False
+    try:
+        await retry(lambda: ensure_topics(bootstrap, settings, timeout=10.0), stop=stop, maximum=max_backoff,
+                    what=f"creating topics on {bootstrap}")
+    except Stopped:
+        return False
+    return True
 
 
 async def read_to_end(consumer: Any, parts: list[Any]) -> bool:
@@ -165,3 +184,15 @@ async def read_to_end(consumer: Any, parts: list[Any]) -> bool:
         if mark is None or await consumer.position(tp) < mark:
             return False
     return True
+
+
+async def topic_partitions(consumer: Any, topics: Iterable[str]) -> list[TopicPartition]:
+    """Every partition of ``topics`` (none for a topic that does not exist), from fresh metadata, for a
+    consumer that will ``assign`` them.
+
+    A consumer knows the partitions only of topics it subscribed to or was assigned: Apache Kafka then
+    answers ``partitions_for_topic`` with None for any other (tansu happened to return all topics).
+    aiokafka has no public call that returns another topic's partitions, hence its client's
+    ``fetch_all_metadata``."""
+    cluster = await consumer._client.fetch_all_metadata()
+    return [TopicPartition(t, p) for t in topics for p in sorted(cluster.partitions_for_topic(t) or ())]

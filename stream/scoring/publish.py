@@ -30,10 +30,18 @@ log = logging.getLogger(__name__)
 
 
 class Sink(Protocol):
-    """Where outputs go: a Kafka topic (by name), a message key and the Avro bytes."""
+    """Where outputs go: a Kafka topic (by name), a message key and the Avro bytes.
+
+    ``send`` may return before the message is delivered; ``flush`` returns only once everything sent
+    so far is (raising, or ending the process, when it cannot be). A caller commits its inputs only
+    after a flush: consume → score → produce → flush → commit is what makes delivery at-least-once.
+    """
 
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
         """Send one message to ``topic``; implementations may buffer until a flush."""
+
+    async def flush(self) -> None:
+        """Wait until every message sent so far is delivered."""
 
 
 @dataclass
@@ -45,6 +53,9 @@ class CollectingSink:
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
         """Keep the message in ``sent``."""
         self.sent.append((topic, key, value))
+
+    async def flush(self) -> None:
+        """Nothing to wait for: ``sent`` already holds every message."""
 
 
 @dataclass

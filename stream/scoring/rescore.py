@@ -8,10 +8,11 @@ dead letters); replays send predictions only, not alerts again.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from stream import kinds
-from stream.runtime.kafka import bootstrap_servers, client_kwargs, read_to_end
+from stream.runtime.kafka import bootstrap_servers, client_kwargs, read_to_end, topic_partitions
 from stream.scoring.publish import score_and_publish
 from stream.scoring.scorer import scorer_for
 from stream.settings import Settings
@@ -20,21 +21,33 @@ __all__ = ["ProducerSink", "rescore"]
 
 
 class ProducerSink:
-    """A sink on an aiokafka producer."""
+    """A sink on an aiokafka producer: ``send`` hands the message to the producer, ``flush`` waits
+    until the broker has acknowledged every one (raising the first delivery error), so a rescore
+    reports done only once its predictions are on the broker."""
 
-    def __init__(self, producer: Any) -> None:
+    def __init__(self, producer: Any, max_in_flight: int = 10_000) -> None:
         self.producer = producer
+        self.max_in_flight = max_in_flight
+        self._in_flight: list[asyncio.Future[Any]] = []
 
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
-        """Send the message with the Kafka producer (without waiting for delivery)."""
-        await self.producer.send(topic, value, key=key)
+        """Send the message with the Kafka producer (its delivery is awaited by ``flush``)."""
+        self._in_flight.append(await self.producer.send(topic, value, key=key))
+        if len(self._in_flight) >= self.max_in_flight:  # keep the pending acknowledgements bounded
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Wait for the broker's acknowledgement of every message sent so far; raise the first error."""
+        await self.producer.flush()
+        pending, self._in_flight = self._in_flight, []
+        await asyncio.gather(*pending)
 
 
 async def rescore(settings: Settings, kind_names: list[str], since_s: float | None = None,
                   batch: int = 256) -> dict[str, int]:
     """Replay the features of ``kind_names`` (those written at or after ``since_s``, else everything
     retained) to the end of their topics. Returns counts: replayed (decoded), predictions, rejected."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     scorer = scorer_for(settings)
     bootstrap = bootstrap_servers(settings.broker or "")
@@ -50,7 +63,7 @@ async def rescore(settings: Settings, kind_names: list[str], since_s: float | No
                                         **client_kwargs(settings))
             await consumer.start()
             try:
-                parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+                parts = await topic_partitions(consumer, [topic])
                 if not parts:
                     continue
                 consumer.assign(parts)
@@ -80,7 +93,7 @@ async def rescore(settings: Settings, kind_names: list[str], since_s: float | No
                             counts["rejected"] += 1
             finally:
                 await consumer.stop()
-        await producer.flush()
+        await sink.flush()  # done only once every prediction is on the broker
     finally:
         await producer.stop()
     return counts

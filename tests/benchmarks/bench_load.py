@@ -3,6 +3,12 @@
     .venv/bin/python tests/benchmarks/bench_load.py --rate 250 --seconds 60          # one paced run
     .venv/bin/python tests/benchmarks/bench_load.py --capacity 500 --fractions 0.5,0.8
     .venv/bin/python tests/benchmarks/bench_load.py --rate 250 --seconds 1800 --report-every 60   # soak
+    .venv/bin/python tests/benchmarks/bench_load.py --broker kafka --rate 125 --seconds 1800 --report-every 120
+    SKYSTREAM_RETENTION_MS=120000 .venv/bin/python tests/benchmarks/bench_load.py --broker kafka ...  # disk bound
+
+--broker tansu (default), kafka, or both (one after the other, same inputs). On Kafka each window also
+prints the bytes of the broker's log on disk, which topic retention bounds (SKYSTREAM_RETENTION_MS /
+SKYSTREAM_RETENTION_BYTES shorten it to show that within a run).
 
 Files arrive at a steady rate (not a burst): a pacer writes real SMASSII spectra (each copy with its
 own content) into the watched directory, renamed into place as a real uploader would, and removes
@@ -130,8 +136,10 @@ def window_line(run: Run, t_from: float, t_to: float, stack: LocalStack,
     per_file = lambda a, b: (b - a) / max(arrived, 1) * 1000  # noqa: E731
     broker = stack.broker_pid
     broker_mem = f"{rss_mb(broker):6.0f}" if broker else "     -"
+    disk = stack.broker_log_bytes()
+    disk_mb = f"{disk / 1e6:8.1f}" if disk is not None else "       -"
     return (f"{t_from - run.t0:7.0f} {arrived:7d} {lat.size:7d} {p}   {per_file(w0, w1):6.2f}  {per_file(b0, b1):6.2f}"
-            f"   {mem}  {broker_mem}")
+            f"   {mem}  {broker_mem}  {disk_mb}")
 
 
 async def measure(stack: LocalStack, inbox: Path, rate: float, seconds: float, every: float,
@@ -142,7 +150,9 @@ async def measure(stack: LocalStack, inbox: Path, rate: float, seconds: float, e
     run.t0 = time.time()
     pacer = asyncio.create_task(pace(run, inbox, rate, seconds, bodies))
     print(f"rate {rate:.0f} files/s for {seconds:.0f} s (workers {len(stack.workers)})")
-    print("      t arrived  answered  p50ms  p99ms  CPU ms/file: workers broker  RSS MB: workers broker")
+    print(f"broker {stack.engine}")
+    print("      t arrived  answered  p50ms  p99ms  CPU ms/file: workers broker  RSS MB: workers broker  "
+          "log MB")
 
     def cpu_of() -> tuple[float, float]:
         broker = stack.broker_pid
@@ -178,17 +188,21 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--interval", type=float, default=0.2, help="the watcher's poll interval (s)")
+    ap.add_argument("--broker", choices=("tansu", "kafka", "both"), default="tansu",
+                    help="which local broker (both: tansu, then Kafka, same rates)")
     args = ap.parse_args()
     rates = [args.rate] if args.rate else [args.capacity * float(f) for f in args.fractions.split(",")]
     if not all(rates):
         ap.error("give --rate, or --capacity with --fractions")
     bodies = spectra()
-    for rate in rates:
+    engines = ("tansu", "kafka") if args.broker == "both" else (args.broker,)
+    for engine, rate in [(e, r) for e in engines for r in rates]:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             inbox = tmp / "inbox"
             inbox.mkdir()
-            with LocalStack(state_dir=tmp / "state", registry=str(BUNDLED), partitions=args.partitions) as stack:
+            with LocalStack(state_dir=tmp / "state", registry=str(BUNDLED), partitions=args.partitions,
+                            engine=engine) as stack:
                 for _ in range(args.workers):
                     stack.start_worker()
                 stack.wait_ready()

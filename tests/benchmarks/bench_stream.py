@@ -1,7 +1,12 @@
-"""End-to-end throughput and latency through the embedded broker (a benchmark, not a test).
+"""End-to-end throughput and latency through a local broker (a benchmark, not a test).
 
-    .venv/bin/python tests/benchmarks/bench_stream.py --files 5000 --workers 2
+    .venv/bin/python tests/benchmarks/bench_stream.py --files 5000 --workers 2                 # tansu and Kafka
+    .venv/bin/python tests/benchmarks/bench_stream.py --files 5000 --workers 2 --broker kafka
     .venv/bin/python tests/benchmarks/bench_stream.py --kind lightcurve --files 60 --workers 2
+
+--broker both (the default) runs the same inputs through the embedded tansu broker and then through
+a single-node Apache Kafka (stream/runtime/local_kafka.py), one after the other in one run, so the two
+are compared on the same machine in the same state.
 
 Inputs are real files, copied so that every copy has its own content hash (the watcher publishes
 each content once): SMASSII spectra with a distinct trailing comment line, or the TESS light curves
@@ -95,7 +100,15 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--kind", choices=kinds.names(), default="spectrum")
+    ap.add_argument("--broker", choices=("both", "tansu", "kafka"), default="both",
+                    help="which local broker (both: tansu, then Kafka, in one run)")
     args = ap.parse_args()
+    for engine in (("tansu", "kafka") if args.broker == "both" else (args.broker,)):
+        run(args, engine)
+
+
+def run(args: argparse.Namespace, engine: str) -> None:
+    """One pass of the benchmark on the ``engine`` broker; prints its figures."""
     unit = "spectra" if args.kind == "spectrum" else "light curves"
     task = kinds.by_name(args.kind).task
 
@@ -105,13 +118,14 @@ def main() -> None:
         inputs.mkdir()
         (make_inputs if args.kind == "spectrum" else make_light_curves)(inputs, args.files)
         registry = os.environ.get("SKYSTREAM_REGISTRY") or str(BUNDLED)
-        with LocalStack(state_dir=tmp / "state", registry=registry, partitions=args.partitions) as stack:
+        with LocalStack(state_dir=tmp / "state", registry=registry, partitions=args.partitions,
+                        engine=engine) as stack:
             for _ in range(args.workers):
                 stack.start_worker()
             stack.wait_ready()
             pids = {f"worker {i}": w.pid for i, w in enumerate(stack.workers)}
             if stack.broker_pid:
-                pids["broker (tansu)"] = stack.broker_pid
+                pids[f"broker ({engine})"] = stack.broker_pid
             cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
             children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.time()
@@ -136,7 +150,7 @@ def main() -> None:
     preds = {p["file_id"]: p for p in out.predictions}
     t_last = max(out.received_at.values())
     lat = np.array([out.received_at[p["prediction_id"]] - p["detected_at_ms"] / 1000 for p in preds.values()])
-    print(f"files {args.files}, workers {args.workers}, partitions {args.partitions}")
+    print(f"== broker {engine}: files {args.files}, workers {args.workers}, partitions {args.partitions}")
     print(f"predictions {len(preds)} (messages {len(out.predictions)}), dead letters {len(out.rejected)}")
     print(f"throughput: {len(preds) / (t_last - t0):.1f} {unit}/s (watcher start to last prediction, "
           f"{t_last - t0:.2f} s; the watcher's own pass took {watcher_s:.2f} s incl. interpreter start)")

@@ -10,6 +10,9 @@ A partition is stalled when it has messages past the group's committed offset, t
 moved for ``after`` seconds, and the agent that consumes its topic is idle (waiting for events). An
 agent inside a batch is never stalled: each file it works on has its own time budget, and a paused
 stage (storage or the registry unavailable) waits inside its batch.
+
+The watch runs only under the tansu broker profile (stream/runtime/profiles.py): the stalls seen
+followed restarts of the embedded broker (docs/embedded-broker.md defect 7).
 """
 
 from __future__ import annotations

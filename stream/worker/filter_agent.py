@@ -1,4 +1,4 @@
-"""The filter agent's runtime side: reload the filters file, create filter topics, send the matches.
+"""The filter agent's worker side: reload the filters file, create filter topics, send the matches.
 
 The decisions (which alert matches which filter) are the pure functions of stream/alerts/filters.py;
 this module only connects them to Kafka and to the metrics.

@@ -3,7 +3,9 @@
 Delivery is at-least-once: Faust commits an offset only after the agent has finished the event, so
 a worker that stops mid-stream leaves its uncommitted events to the next owner of the partition.
 Results are idempotent: every message about a file is keyed by its file_id, and the same file and
-model version always give the same prediction_id and content.
+model version always give the same prediction_id and content. The broker profile
+(stream/runtime/profiles.py) sets the group timeouts, the fetch wait, the producer's idempotence and
+which tansu workarounds run (the package docstring, stream/worker/__init__.py, has the table).
 
 Bad input never stops a worker: any failure becomes one dead-letter message (stage, reason, input
 reference) on the rejected topic, and the agent goes on with the next event.
@@ -16,7 +18,6 @@ import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Awaitable
 from typing import Any
 
 import faust
@@ -25,73 +26,36 @@ from stream import kinds
 from stream.errors import Rejected, Unavailable
 from stream.ingest import allowlist
 from stream.models import hot_swap as model_updates
-from stream.runtime import worker
-from stream.runtime.filter_agent import POLL_SECONDS as FILTER_POLL_SECONDS
-from stream.runtime.filter_agent import FilterRouter
-from stream.runtime.kafka import faust_broker_url
-from stream.runtime.stall import StallWatch
-from stream.runtime.supervisor import EXIT_STALLED
+from stream.runtime.profiles import BrokerProfile, describe, resolve_profile
 from stream.scoring.publish import score_and_publish
 from stream.scoring.scorer import scorer_for
 from stream.settings import TOPICS, Settings
+from stream.worker import events as worker
+from stream.worker import transport
+from stream.worker.exits import EXIT_STALLED
+from stream.worker.filter_agent import POLL_SECONDS as FILTER_POLL_SECONDS
+from stream.worker.filter_agent import FilterRouter
+from stream.worker.sink import TopicSink
+from stream.worker.stall import StallWatch
 
-__all__ = ["TopicSink", "create_app", "run_worker"]
+__all__ = ["create_app", "run_worker"]
 
 log = logging.getLogger(__name__)
 
-FLUSH_ATTEMPTS = 6  # about 25 s of retries
-EXIT_UNDELIVERABLE = 75  # EX_TEMPFAIL
 
-
-class TopicSink:
-    """The publish sink of one Faust agent: sends to its topics by name.
-
-    Faust's send returns before the broker has the message, and a failed delivery is only logged; an
-    agent calls ``flush`` at the end of each batch, so a batch counts as done (and its offsets are
-    committed) only once every outcome of it is on the broker.
-    """
-
-    def __init__(self, topics: dict[str, faust.TopicT], max_backoff: float = 10.0) -> None:
-        self.topics = topics
-        self.max_backoff = max_backoff
-        self._in_flight: list[tuple[str, bytes, bytes, Awaitable[Any]]] = []
-
-    async def send(self, topic: str, key: bytes, value: bytes) -> None:
-        """Send a message; its delivery is awaited by ``flush``."""
-        delivered = await self.topics[topic].send(key=key, value=value)
-        self._in_flight.append((topic, key, value, delivered))
-
-    async def flush(self) -> None:
-        """Wait for the broker to have every message sent so far; send again, with a growing pause,
-        whatever it refused (a broker restarting). A worker that still cannot deliver after
-        ``FLUSH_ATTEMPTS`` exits, its batch uncommitted: `skystream worker` starts a new one, which
-        replays the batch (a Faust agent that raised would skip it)."""
-        backoff = 0.5
-        for _attempt in range(FLUSH_ATTEMPTS):
-            batch, self._in_flight = self._in_flight, []
-            results = await asyncio.gather(*(delivered for *_, delivered in batch), return_exceptions=True)
-            errors = [r for r in results if isinstance(r, BaseException)]
-            if not errors:
-                return
-            log.warning("%d messages not delivered (%s); sending them again in %.1f s", len(errors), errors[0], backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(self.max_backoff, backoff * 2)
-            for (topic, key, value, _), result in zip(batch, results, strict=True):
-                if isinstance(result, BaseException):
-                    await self.send(topic, key, value)
-        log.critical("outcomes still not delivered after %d attempts: exiting, nothing committed", FLUSH_ATTEMPTS)
-        logging.shutdown()
-        os._exit(EXIT_UNDELIVERABLE)
-
-
-def create_app(settings: Settings, broker: str, worker_name: str = "worker", loglevel: str = "warning") -> faust.App:
+def create_app(settings: Settings, broker: str, worker_name: str = "worker", loglevel: str = "warning",
+               profile: BrokerProfile | None = None) -> faust.App:
     """The Faust app of one worker: a preprocess agent, a score agent per kind, the lag exporter and
-    the model-update follower. The per-event logic is in stream/runtime/worker.py."""
+    the model-update follower, set up for ``profile`` (None: ask the broker, stream/runtime/profiles.py).
+    The per-event logic is in stream/worker/events.py."""
+    if profile is None:
+        profile = asyncio.run(resolve_profile(broker, settings))
     datadir = settings.state_dir / "faust" / worker_name
     datadir.parent.mkdir(parents=True, exist_ok=True)
+    transport.use_profile(profile, profile.fetch_wait_ms(settings))
     app = faust.App(
         settings.app_id,
-        broker=faust_broker_url(broker),
+        broker=transport.faust_broker_url(broker),
         broker_credentials=_credentials(settings),
         value_serializer="raw",
         key_serializer="raw",
@@ -100,11 +64,11 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
         web_enabled=False,
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
-        # Short group timeouts: with the defaults a worker needs 30-110 s to join a group on the
-        # embedded broker (docs/embedded-broker.md); these keep rebalances to seconds on any Kafka.
-        broker_session_timeout=6.0,
-        broker_rebalance_timeout=6.0,
-        broker_heartbeat_interval=1.0,
+        # The profile's group timeouts: Kafka's defaults, or on tansu short ones, with which a join takes
+        # seconds instead of 30-110 s (tansu only, docs/embedded-broker.md defect 2).
+        broker_session_timeout=profile.session_timeout,
+        broker_rebalance_timeout=profile.rebalance_timeout,
+        broker_heartbeat_interval=profile.heartbeat_interval,
         broker_commit_interval=1.0,
         producer_linger_ms=2,
     )
@@ -112,7 +76,7 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
     settings_with_broker = dataclasses.replace(settings, broker=broker)
     scorer = scorer_for(settings_with_broker)
     pool = worker.PreprocessPool(settings)
-    stall_watch = StallWatch(settings.worker_stall_seconds)
+    stall_watch = StallWatch(profile.stall_seconds(settings))  # tansu only (docs/embedded-broker.md defect 7)
     if not allowlist.configured_roots(settings):
         log.warning("NO SOURCES: neither SKYSTREAM_SOURCES nor SKYSTREAM_WATCH_SOURCE is set, so every file event "
                     "will be dead-lettered as outside-sources")
@@ -222,22 +186,25 @@ def run_worker(settings: Settings, broker: str, metrics_port: int = 0, loglevel:
     from faust.worker import Worker
 
     from stream.runtime import metrics
-    from stream.runtime.faust_transport import fence_commits
     from stream.runtime.kafka import cluster_state, ensure_topics
 
     asyncio.run(ensure_topics(broker, settings))
-    # Offsets go only into the cluster this worker starts on (stream/runtime/faust_transport.py).
+    profile = asyncio.run(resolve_profile(broker, settings))
+    log.info("worker %d: %s", os.getpid(), describe(profile, settings))
     cluster_id = None
-    for _attempt in range(6):  # the broker just answered ensure_topics; a busy one may be slow
-        state = asyncio.run(cluster_state(broker, settings))
-        if state is not None and (cluster_id := state.cluster_id):
-            break
-    if cluster_id is None:
-        log.warning("the broker's cluster id is unknown: offset commits are not fenced")
-    fence_commits(cluster_id)
+    if profile.fence_commits:  # tansu only (docs/embedded-broker.md defect 4)
+        # Offsets go only into the cluster this worker starts on (stream/worker/transport.py).
+        for _attempt in range(6):  # the broker just answered ensure_topics; a busy one may be slow
+            state = asyncio.run(cluster_state(broker, settings))
+            if state is not None and (cluster_id := state.cluster_id):
+                break
+        if cluster_id is None:
+            log.warning("the broker's cluster id is unknown: offset commits are not fenced")
+    transport.fence_commits(cluster_id)
     port = metrics.serve(metrics_port)
-    print(f"worker {os.getpid()}: broker {broker}, metrics on :{port}", file=sys.stderr, flush=True)
-    app = create_app(settings, broker, worker_name=f"worker-{os.getpid()}", loglevel=loglevel)
+    print(f"worker {os.getpid()}: broker {broker} ({profile.name} profile), metrics on :{port}", file=sys.stderr,
+          flush=True)
+    app = create_app(settings, broker, worker_name=f"worker-{os.getpid()}", loglevel=loglevel, profile=profile)
     Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 

@@ -1,4 +1,4 @@
-"""The worker's per-event logic, as plain functions the Faust agents (stream/runtime/app.py) call.
+"""The worker's per-event logic, as plain functions the Faust agents (stream/worker/app.py) call.
 
 Each takes a sink (stream/scoring/publish.py) rather than Faust topics, so it runs without a broker.
 Bad input never stops a worker: any failure becomes one dead-letter message (stage, reason, input
@@ -7,7 +7,6 @@ reference) and the agent goes on with the next event.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
@@ -28,9 +27,10 @@ from stream.runtime.metrics import (
     RETRIES,
     STAGE_LATENCY,
 )
-from stream.runtime.stall import StallWatch
+from stream.runtime.retry import Backoff
 from stream.scoring.publish import Sink, send_dead_letter
 from stream.settings import TOPICS, Settings
+from stream.worker.stall import StallWatch
 
 __all__ = [
     "PreprocessPool",
@@ -175,7 +175,7 @@ async def until_available(stage: str, attempt: Callable[[], Awaitable[T]], *, fi
     The sleep is an ``asyncio.sleep``: the event loop keeps heartbeating the consumer group meanwhile,
     and the caller's batch stays uncommitted until the attempt succeeds.
     """
-    delay = first_delay
+    backoff = Backoff(first_delay, max_delay)
     paused = False
     try:
         while True:
@@ -186,9 +186,8 @@ async def until_available(stage: str, attempt: Callable[[], Awaitable[T]], *, fi
                 if not paused:
                     paused = True
                     PAUSED.labels(stage=stage).set(1)
-                log.warning("%s paused (%s): %s; retrying in %.1f s", stage, exc.reason, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(max_delay, delay * 2)
+                log.warning("%s paused (%s): %s; retrying in %.1f s", stage, exc.reason, exc, backoff.delay)
+                await backoff.wait()
     finally:
         if paused:
             PAUSED.labels(stage=stage).set(0)
@@ -206,7 +205,7 @@ def start_series() -> None:
 async def export_lag(consumer: Any, exported: set[tuple[str, str]], topics: Iterable[str] = TOPICS.values(),
                      watch: StallWatch | None = None) -> list[Any]:
     """Set the assigned-partitions and consumer-lag gauges from a consumer's assignment; return the
-    partitions ``watch`` finds stalled (stream/runtime/stall.py).
+    partitions ``watch`` finds stalled (stream/worker/stall.py).
 
     ``exported`` holds the (topic, partition) lag series this worker has set; series of partitions
     it lost are removed (not left frozen) and ``exported`` is updated in place.
