@@ -77,9 +77,10 @@ class Settings:
     model_signing_key: str | None = _var("SKYSTREAM_MODEL_SIGNING_KEY", None, "shared secret: publishing stores "
                                          "an HMAC-SHA256 of the ONNX file, workers refuse models without a "
                                          "valid one (never logged)", secret=True)
-    watch_republish_seconds: float = _var("SKYSTREAM_WATCH_REPUBLISH_SECONDS", 300.0, "a watched file with no "
-                                          "prediction or dead letter after this many seconds is published once "
-                                          "more (0: never; a broker that lost its state is noticed at once)", float)
+    watch_republish_seconds: float | None = _var("SKYSTREAM_WATCH_REPUBLISH_SECONDS", None, "a watched file with "
+                                                 "no prediction or dead letter after this many seconds is published "
+                                                 "once more (0: never; a broker that lost its state is noticed at "
+                                                 "once)", float, shown_default="300 on tansu, 0 on Kafka")
     watch_reset_recheck_seconds: float = _var("SKYSTREAM_WATCH_RESET_RECHECK_SECONDS", 30.0, "after the broker "
                                               "lost its state, 3 times at this interval, files still without an "
                                               "outcome are published once more (0: never)", float)
@@ -101,6 +102,9 @@ class Settings:
     broker_engine: str = _var("SKYSTREAM_BROKER_ENGINE", "auto", "which broker the processes talk to: kafka, "
                               "tansu (the embedded broker, whose defects some mechanisms work around), or auto: "
                               "told by the cluster id the broker reports")
+    processing_guarantee: str = _var("SKYSTREAM_PROCESSING_GUARANTEE", "at_least_once", "the workers' Faust "
+                                     "processing guarantee: at_least_once, or exactly_once (Kafka transactions; "
+                                     "kafka profile only, refused on tansu; docs/experiments/exactly-once.md)")
     kafka_libs: str | None = _var("SKYSTREAM_KAFKA_LIBS", None, "directory of the Apache Kafka jars that "
                                   "`skystream broker --engine kafka` runs", shown_default="the cache filled by "
                                   "deploy/kafka/fetch.sh in a source checkout")

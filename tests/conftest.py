@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # tests import data_paths as a plain module
 
 from data_paths import require_data  # noqa: E402
+from helpers import REPORTED  # noqa: E402
 
 from stream.runtime.embedded_broker import EmbeddedBroker  # noqa: E402
 
@@ -58,3 +59,11 @@ def bad_files(tmp_path: Path) -> dict[str, set[str]]:
     for name, (content, _) in BAD_FILES.items():
         (d / name).write_bytes(content)
     return {name: reasons for name, (_, reasons) in BAD_FILES.items()}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The figures tests measured (helpers.report), e.g. the time each fault took to recover from."""
+    if REPORTED:
+        terminalreporter.section("measured")
+        for line in REPORTED:
+            terminalreporter.write_line(line)

@@ -41,3 +41,14 @@ def process_gone(pid: int) -> bool:
             return "zombie" in status.read().lower()
     except FileNotFoundError:
         return True
+
+
+# Figures a test measured (fault recovery times, ...), printed at the end of the run by conftest's
+# pytest_terminal_summary, so CI logs show them without `pytest -s`.
+REPORTED: list[str] = []
+
+
+def report(line: str) -> None:
+    """Print ``line`` in the run's closing summary (and now, under ``pytest -s``)."""
+    REPORTED.append(line)
+    print(line)

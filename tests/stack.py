@@ -23,15 +23,15 @@ import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
-from helpers import wait_until
+from helpers import process_gone, wait_until
 
 from stream.devstack.localstack import Collected, collect
 from stream.models.registry import BUNDLED
 from stream.runtime.embedded_broker import free_port
 from stream.settings import Settings, child_environment
 
-__all__ = ["Recorder", "Stack", "assert_predicted_alike", "assert_same_answers", "file_ids", "start_mid_stream",
-           "wait_recorded", "wait_resolved"]
+__all__ = ["CliBrokerStack", "Recorder", "Stack", "assert_predicted_alike", "assert_same_answers", "file_ids",
+           "start_mid_stream", "wait_recorded", "wait_resolved"]
 
 
 class Stack:
@@ -46,10 +46,10 @@ class Stack:
         self.logs = tmp / "logs"
         self.logs.mkdir()
         self.state = tmp / "state"
-        registry = tmp / "registry"
-        shutil.copytree(BUNDLED, registry)
+        self.registry = tmp / "registry"
+        shutil.copytree(BUNDLED, self.registry)
         self.broker = broker
-        self.settings = Settings(broker=broker, state_dir=self.state, registry=str(registry), partitions=4,
+        self.settings = Settings(broker=broker, state_dir=self.state, registry=str(self.registry), partitions=4,
                                  app_id=f"faults-{os.getpid()}-{free_port()}", sources=str(self.inbox),
                                  **settings)  # type: ignore[arg-type]
         self.env = child_environment(self.settings)
@@ -58,9 +58,10 @@ class Stack:
         self.watcher: subprocess.Popen[bytes] | None = None
         self.watcher_metrics = free_port()
 
-    def _start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def _start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """`skystream ARGS` with its output in ``logs/NAME.log`` (``env``: other settings than the stack's)."""
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 (the child keeps it)
-        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", *args], env=self.env, stdout=log,
+        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", *args], env=env or self.env, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         self.procs.append(proc)
@@ -115,6 +116,20 @@ class Stack:
         finally:
             db.close()
 
+    def log(self, name: str) -> str:
+        """What the process started as ``name`` printed so far."""
+        return (self.logs / f"{name}.log").read_text(errors="replace")
+
+    def stop_process(self, proc: subprocess.Popen[bytes], grace: float = 30.0) -> None:
+        """SIGTERM one process; SIGKILL it after ``grace`` seconds."""
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
     def watcher_metric(self, name: str) -> float:
         """The sum of a metric's samples on the watcher's /metrics (0 when it has none)."""
         text = urllib.request.urlopen(f"http://127.0.0.1:{self.watcher_metrics}/metrics", timeout=5).read().decode()
@@ -136,6 +151,41 @@ class Stack:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+class CliBrokerStack(Stack):
+    """The stack with its broker started by `skystream broker --engine ENGINE` as an operator would:
+    tansu (in memory: a restart is empty) or Apache Kafka (durable: its log in ``tmp/kafka``)."""
+
+    def __init__(self, tmp: Path, engine: str = "tansu", **settings: object) -> None:
+        self.port = free_port()
+        self.engine = engine
+        super().__init__(tmp, f"127.0.0.1:{self.port}", **settings)
+        self.broker_proc: subprocess.Popen[str] | None = None
+
+    def start_broker(self) -> None:
+        """Start the broker command and wait until it printed its address (topics created)."""
+        argv = [sys.executable, "-m", "stream.cli", "broker", "--engine", self.engine, "--port", str(self.port)]
+        if self.engine == "kafka":
+            argv += ["--state-dir", str(self.tmp / "kafka")]
+        proc = subprocess.Popen(argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.procs.append(proc)  # type: ignore[arg-type]
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        assert self.broker in line, line
+        self.broker_proc = proc
+
+    def kill_broker(self) -> None:
+        """SIGKILL the broker process itself (tansu, or Kafka's JVM) first, then the command that started
+        it: no goodbye."""
+        assert self.broker_proc is not None
+        children = subprocess.run(["pgrep", "-P", str(self.broker_proc.pid)], capture_output=True,
+                                  text=True).stdout.split()
+        for pid in children:
+            os.kill(int(pid), signal.SIGKILL)
+        self.broker_proc.kill()
+        self.broker_proc.wait()
+        self.procs.remove(self.broker_proc)  # type: ignore[arg-type]
+        wait_until(lambda: all(process_gone(int(pid)) for pid in children), 10, "the broker process to exit")
 
 
 class Recorder:

@@ -10,17 +10,15 @@ again, empty, on the same port, then new files; (c) the watcher killed with SIGK
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import process_gone, wait_until
+from helpers import wait_until
 from stack import (
+    CliBrokerStack,
     Recorder,
     Stack,
     assert_predicted_alike,
@@ -39,43 +37,14 @@ pytestmark = pytest.mark.slow
 N_FILES = 240
 
 
-class TansuStack(Stack):
-    """The stack on the embedded broker, started by `skystream broker --engine tansu` as an operator would."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        super().__init__(tmp, f"127.0.0.1:{self.port}")
-        self.broker_proc: subprocess.Popen[str] | None = None
-
-    def start_broker(self) -> None:
-        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "broker", "--engine", "tansu",
-                                 "--port", str(self.port)],
-                                env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.procs.append(proc)  # type: ignore[arg-type]
-        line = proc.stdout.readline()  # type: ignore[union-attr]
-        assert self.broker in line, line
-        self.broker_proc = proc
-
-    def kill_broker(self) -> None:
-        """SIGKILL the broker (tansu itself first, then the command that started it): no goodbye."""
-        assert self.broker_proc is not None
-        children = subprocess.run(["pgrep", "-P", str(self.broker_proc.pid)], capture_output=True,
-                                  text=True).stdout.split()
-        for pid in children:
-            os.kill(int(pid), signal.SIGKILL)
-        self.broker_proc.kill()
-        self.broker_proc.wait()
-        wait_until(lambda: all(process_gone(int(pid)) for pid in children), 10, "tansu to exit")
-
-
 @pytest.fixture()
 def spectra(smass_dir: Path) -> list[Path]:
     return sorted(smass_dir.iterdir())[:N_FILES + 80]
 
 
 @pytest.fixture()
-def stack(tmp_path: Path) -> Iterator[TansuStack]:
-    s = TansuStack(tmp_path)
+def stack(tmp_path: Path) -> Iterator[CliBrokerStack]:
+    s = CliBrokerStack(tmp_path, "tansu")
     s.start_broker()
     try:
         yield s

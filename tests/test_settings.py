@@ -38,6 +38,7 @@ SAMPLES = {
     "ssl_cafile": ("/etc/ssl/kafka-ca.pem", "/etc/ssl/kafka-ca.pem"),
     "fetch_max_wait_ms": ("500", 500),
     "broker_engine": ("kafka", "kafka"),
+    "processing_guarantee": ("exactly_once", "exactly_once"),
     "kafka_libs": ("/opt/kafka/libs", "/opt/kafka/libs"),
     "retention_ms": ("3600000", 3600000),
     "retention_bytes": ("1048576", 1048576),

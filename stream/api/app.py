@@ -24,7 +24,6 @@ import ipaddress
 import json
 import logging
 import re
-import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from stream import kinds
 from stream.api import pages, plots, queries
 from stream.api.openapi import build, needs_token
 from stream.api.params import SCORE_QUERY, check_query
+from stream.runtime.signals import stop_on_signals
 from stream.settings import Settings
 
 __all__ = ["check_access", "create_app", "is_loopback", "run", "upload_limit"]
@@ -410,11 +410,7 @@ def run(settings: Settings, host: str = "127.0.0.1", port: int = 8080,
             await web.TCPSite(runner, host, port).start()
             bound_host, bound_port = runner.addresses[0][:2]
             announce(f"SkyStream API and web view on http://{bound_host}:{bound_port}/ ({access}; Ctrl-C to stop)")
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            await stop.wait()
+            await stop_on_signals().wait()
         finally:
             await runner.cleanup()
 

@@ -5,9 +5,14 @@ own dead letters by the identity it recorded) and marks those files resolved in 
 It also notices a broker that came back without its state, which a memory-only broker (the embedded
 tansu) always does and a real Kafka does when its storage is lost:
 
-- a new cluster id (the ledger keeps the one its offsets belong to),
-- SkyStream topics missing,
-- a partition whose end (the high watermark of a fetch) is below the offset already read.
+- a new cluster id (the ledger keeps the one its offsets belong to): on both;
+- SkyStream topics missing: tansu only;
+- a partition whose end (the high watermark of a fetch) is below the offset already read: tansu only.
+
+A Kafka that lost its storage is formatted again under a new cluster id, so the id tells; the other
+two signs appear on a healthy Kafka for a few seconds after its brokers crash and restart (metadata
+still loading, a leader's checkpointed high watermark behind the offsets already read), and acting on
+them would republish what the broker kept.
 
 Then it re-creates the topics and marks every unresolved file due: the watcher's next pass publishes
 them again (stream/ingest/watcher.py ``Watcher.republish_due``). A repeat is harmless: the same file
@@ -20,8 +25,8 @@ sent then were acknowledged on retry yet never appeared (docs/fault-tolerance.md
 republish them within about half a minute instead of after the slow fallback (``watch_republish_seconds``).
 
 The broker profile (stream/runtime/profiles.py) decides what runs: the rechecks only on tansu; the
-cluster check (id and topics, one admin client) every ``check_interval`` on tansu, and on Kafka only
-when the reading starts or restarts after an error. The high-watermark check is free and runs on both.
+cluster check (one admin client) every ``check_interval`` on tansu, and on Kafka only when the reading
+starts or restarts after an error.
 """
 
 from __future__ import annotations
@@ -110,6 +115,11 @@ class ResultFollower:
                             type(exc).__name__, exc, backoff.delay)
             await backoff.wait(stop)
 
+    @property
+    def _tansu(self) -> bool:
+        """Whether the broker-reset heuristics that only the embedded broker needs are on."""
+        return self.profile is None or self.profile.watch_broker
+
     async def check_cluster(self) -> None:
         """Raise _BrokerReset when the broker is not the one the ledger's offsets belong to (and keep
         the cluster id the first time); nothing when it cannot be reached (nothing to conclude)."""
@@ -119,7 +129,9 @@ class ResultFollower:
         known = self.ledger.get_meta("cluster_id")
         if state.cluster_id and known and state.cluster_id != known:
             raise _BrokerReset(f"cluster id changed from {known} to {state.cluster_id}")
-        if state.missing_topics:
+        # A Kafka that lost its storage is formatted anew, under a new cluster id: the id alone tells. Topics
+        # or partitions missing for a moment, while its brokers restart, are not a reset there.
+        if state.missing_topics and self._tansu:
             raise _BrokerReset(f"topics missing: {', '.join(sorted(state.missing_topics))}")
         if state.cluster_id and not known:
             self.ledger.set_meta("cluster_id", state.cluster_id)
@@ -163,8 +175,10 @@ class ResultFollower:
         await consumer.start()
         try:
             parts = await topic_partitions(consumer, OUTCOME_TOPICS)
-            if len(parts) < len(OUTCOME_TOPICS):
-                raise _BrokerReset("outcome topics have no partitions")
+            if len({tp.topic for tp in parts}) < len(OUTCOME_TOPICS):
+                if self._tansu:
+                    raise _BrokerReset("outcome topics have no partitions")
+                raise KafkaError("the outcome topics have no partitions yet")  # retried with backoff
             consumer.assign(parts)
             read = self.ledger.follow_offsets()
             for tp in parts:
@@ -179,7 +193,10 @@ class ResultFollower:
                 for tp, msgs in batches.items():
                     if msgs:
                         read[(tp.topic, tp.partition)] = msgs[-1].offset + 1
-                for tp in parts:
+                # tansu only (docs/embedded-broker.md defect 7): an empty restart starts every partition at 0.
+                # On Kafka a leader that restarted reports its checkpointed high watermark, which can lag the
+                # offsets already read for a few seconds after a crash: not a loss.
+                for tp in parts if self._tansu else ():
                     mark = consumer.highwater(tp)  # from fetches: right where ListOffsets may be stale
                     if mark is not None and mark < read.get((tp.topic, tp.partition), 0):
                         raise _BrokerReset(f"{tp.topic}[{tp.partition}] ends at {mark}, below the offset read")
@@ -189,7 +206,7 @@ class ResultFollower:
                     self.ledger.commit()
                 FILES_UNRESOLVED.labels(source=self.source_name).set(self.ledger.unresolved())
                 if time.monotonic() - checked > self.check_interval:
-                    if self.profile is None or self.profile.watch_broker:
+                    if self._tansu:
                         await self.check_cluster()  # tansu only (docs/embedded-broker.md defect 7)
                     self.recheck_if_due()
                     checked = time.monotonic()

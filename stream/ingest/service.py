@@ -58,7 +58,7 @@ async def run_watch(settings: Settings, broker: str, source: Source, *, interval
     await _start_with_backoff(producer.start, stop)
     ledger = Ledger(ledger_path(settings.state_dir, source))
     watcher = Watcher(source, lambda t, k, v: producer.send(t, v, key=k), ledger,
-                      max_bytes=kinds.max_bytes(settings), republish_after=settings.watch_republish_seconds)
+                      max_bytes=kinds.max_bytes(settings), republish_after=profile.republish_after(settings))
     follower = ResultFollower(ledger, broker, settings, source.name, profile=profile)
 
     following = None

@@ -110,6 +110,11 @@ class BoundedChild:
         self._proc, self._conn = proc, ours
         return ours
 
+    def start(self) -> None:
+        """Start the child now (no-op when one runs); otherwise the first batch starts it."""
+        if self._proc is None:
+            self._start()
+
     def stop(self) -> None:
         """Kill the child (if any); the next batch starts a new one."""
         if self._proc is not None:

@@ -5,13 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+    UnsupportedSaslMechanismError,
+)
 
 from stream.runtime.embedded_broker import BrokerError
 from stream.runtime.retry import Stopped, retry
@@ -124,7 +131,7 @@ async def ensure_topics(bootstrap: str, settings: Settings, timeout: float = 30.
         await retry(admin.start, what=f"reaching Kafka at {bootstrap}", first=0.5, maximum=0.5, timeout=timeout,
                     level=logging.DEBUG)
     except Exception as exc:
-        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+        raise BrokerError(await _why_unreachable(bootstrap, settings, exc)) from exc
     try:
         existing = set(await admin.list_topics())
         for t in topic_specs(settings, existing, extra):
@@ -132,6 +139,27 @@ async def ensure_topics(bootstrap: str, settings: Settings, timeout: float = 30.
                 await admin.create_topics([t])
     finally:
         await admin.close()
+
+
+async def _why_unreachable(bootstrap: str, settings: Settings, exc: BaseException) -> str:
+    """What to tell an operator when no client could start: a broker that answers but refuses the
+    credentials is not "unreachable" (aiokafka logs the SASL error and raises only "Unable to bootstrap")."""
+    if settings.security_protocol.startswith("SASL") or settings.security_protocol == "SSL":
+        host, _, port = bootstrap_servers(bootstrap).split(",")[0].rpartition(":")
+        kw = client_kwargs(settings)
+        try:
+            conn = await create_conn(host, int(port), request_timeout_ms=5000, **kw)
+            conn.close()
+        except (SaslAuthenticationFailed, AuthenticationFailedError, UnsupportedSaslMechanismError) as auth:
+            return (f"Kafka at {bootstrap} refused the credentials of user {settings.sasl_username!r} "
+                    f"({settings.sasl_mechanism or 'PLAIN'}): {auth}; check SKYSTREAM_KAFKA_SASL_USERNAME and "
+                    "SKYSTREAM_KAFKA_SASL_PASSWORD")
+        except ssl.SSLCertVerificationError as bad_cert:
+            return (f"Kafka at {bootstrap}: its TLS certificate is not trusted ({bad_cert.verify_message}); "
+                    "check SKYSTREAM_KAFKA_SSL_CAFILE")
+        except Exception:  # unreachable indeed
+            pass
+    return f"cannot reach Kafka at {bootstrap}: {exc}"
 
 
 @dataclass(frozen=True)

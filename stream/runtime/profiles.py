@@ -39,6 +39,10 @@ class BrokerProfile:
     fence_commits: bool  # commits fenced by cluster id (stream/worker/transport.py)
     stall_watch: bool  # stream/worker/stall.py exits a worker whose partition stopped
     reset_rechecks: bool  # watcher: 3 rechecks after a reset (stream/ingest/resolver.py)
+    # Watcher: a file still without an outcome after this many seconds is published again (0: never).
+    # On Kafka what was acknowledged stays, and a backlog waits longer than any such delay: republishing
+    # it would only double the work.
+    republish_seconds: float
     session_timeout: float  # Faust broker_session_timeout, seconds
     heartbeat_interval: float  # seconds
     rebalance_timeout: float  # seconds
@@ -53,6 +57,11 @@ class BrokerProfile:
         """After how long a stalled partition restarts its worker; 0: the stall watch is off."""
         return settings.worker_stall_seconds if self.stall_watch else 0.0
 
+    def republish_after(self, settings: Settings) -> float:
+        """The watcher's republish fallback: SKYSTREAM_WATCH_REPUBLISH_SECONDS when set, else the profile's."""
+        configured = settings.watch_republish_seconds
+        return self.republish_seconds if configured is None else configured
+
     def recheck_seconds(self, settings: Settings) -> float:
         """The interval of the watcher's rechecks after a broker reset; 0: no rechecks."""
         return settings.watch_reset_recheck_seconds if self.reset_rechecks else 0.0
@@ -61,6 +70,7 @@ class BrokerProfile:
 # The embedded broker: every workaround on (docs/embedded-broker.md, defects 2 to 5 and 7).
 TANSU = BrokerProfile(
     name="tansu", watch_broker=True, fence_commits=True, stall_watch=True, reset_rechecks=True,
+    republish_seconds=300.0,  # outcomes it acknowledged can be lost (defect 5)
     # Short group timeouts: with Kafka's defaults a worker needs 30-110 s to join a group on tansu (defect 2).
     session_timeout=6.0, heartbeat_interval=1.0, rebalance_timeout=6.0,
     # tansu holds a fetch for its full wait even when data arrives (stream/worker/transport.py).
@@ -71,6 +81,7 @@ TANSU = BrokerProfile(
 # Apache Kafka: no workaround, the Kafka clients' defaults, and an idempotent producer.
 KAFKA = BrokerProfile(
     name="kafka", watch_broker=False, fence_commits=False, stall_watch=False, reset_rechecks=False,
+    republish_seconds=0.0,
     session_timeout=45.0, heartbeat_interval=3.0, rebalance_timeout=60.0, fetch_max_wait_ms=500,
     idempotent_producer=True,
 )

@@ -45,6 +45,19 @@ def _check_grid(record: dict[str, Any], grid: np.ndarray, model: OnnxModel) -> N
         )
 
 
+def _check_grids(features: list[dict[str, Any]], grid: np.ndarray, model: OnnxModel) -> None:
+    """``_check_grid`` for a batch: one comparison when every record is on the grid (the usual case),
+    else record by record, so the first mismatch raises its own message."""
+    try:
+        wl = np.asarray([record["wavelength_um"] for record in features], dtype=np.float64)
+        if wl.shape == (len(features), *grid.shape) and np.allclose(wl, grid, rtol=0.0, atol=GRID_ATOL_UM):
+            return
+    except (KeyError, TypeError, ValueError):  # missing or ragged grids: the per-record check names the record
+        pass
+    for record in features:
+        _check_grid(record, grid, model)
+
+
 def coverage_input(model: OnnxModel) -> str | None:
     """The name of the model's coverage-mask input, or None for a model that takes the reflectance only."""
     name = model.metadata.get("coverage_name")
@@ -85,9 +98,9 @@ def predict_spectra(model: OnnxModel, features: list[dict[str, Any]], toi: Any =
     except KeyError as exc:
         raise Rejected("model-metadata", f"{model.name} v{model.version}: metadata lacks {exc}") from None
     coverage_name = coverage_input(model)
-    for record in features:
-        _check_grid(record, grid, model)
-        if coverage_name is None:
+    _check_grids(features, grid, model)
+    if coverage_name is None:
+        for record in features:
             _check_coverage(record, model)
     x = np.asarray([record["reflectance"] for record in features], dtype=np.float32)
     if not np.all(np.isfinite(x)):

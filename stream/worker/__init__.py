@@ -25,6 +25,8 @@ the child on a reset or a 3-s outage
 commits fenced by cluster id (exit 76)      transport              no                         yes (defect 4)
 stall watch (exit 77)                       stall, app             no                         yes (defect 7)
 watcher: 3 rechecks after a reset           ingest/resolver        no                         yes (defect 5)
+watcher: republish what has no outcome      ingest/watcher         no                         after 300 s
+after a while                                                                                 (defect 5)
 watcher: poll cluster id every 2 s          ingest/resolver        no (only after an error)   yes (defect 7)
 group session / heartbeat / rebalance       app                    45 / 3 / 60 s              6 / 1 / 6 s
                                                                                               (defect 2)

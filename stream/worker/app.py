@@ -21,6 +21,7 @@ import sys
 from typing import Any
 
 import faust
+from faust.types.enums import ProcessingGuarantee
 
 from stream import kinds
 from stream.errors import Rejected, Unavailable
@@ -50,6 +51,7 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
     The per-event logic is in stream/worker/events.py."""
     if profile is None:
         profile = asyncio.run(resolve_profile(broker, settings))
+    guarantee = _processing_guarantee(settings, profile)
     datadir = settings.state_dir / "faust" / worker_name
     datadir.parent.mkdir(parents=True, exist_ok=True)
     transport.use_profile(profile, profile.fetch_wait_ms(settings))
@@ -71,11 +73,19 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
         broker_heartbeat_interval=profile.heartbeat_interval,
         broker_commit_interval=1.0,
         producer_linger_ms=2,
+        processing_guarantee=guarantee,
     )
     topics = {name: app.topic(name, key_type=bytes, value_type=bytes, internal=False) for name in TOPICS.values()}
     settings_with_broker = dataclasses.replace(settings, broker=broker)
     scorer = scorer_for(settings_with_broker)
     pool = worker.PreprocessPool(settings)
+
+    def direct_producer() -> Any:
+        return transport.kafka_producer(app)
+
+    # At least once: the sinks send straight to the app's aiokafka producer (stream/worker/sink.py).
+    # Exactly once: Faust's topic sends, which go through its per-partition transaction producers.
+    producer = direct_producer if app.conf.processing_guarantee == ProcessingGuarantee.AT_LEAST_ONCE else None
     stall_watch = StallWatch(profile.stall_seconds(settings))  # tansu only (docs/embedded-broker.md defect 7)
     if not allowlist.configured_roots(settings):
         log.warning("NO SOURCES: neither SKYSTREAM_SOURCES nor SKYSTREAM_WATCH_SOURCE is set, so every file event "
@@ -86,7 +96,7 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
     @app.agent(topics[TOPICS["files"]], name="preprocess")
     async def preprocess(stream: faust.Stream) -> None:
         """Agent: turn file events into feature records (or dead letters), in batches."""
-        sink = TopicSink(topics)
+        sink = TopicSink(topics, producer=producer)
         async for events in stream.take_events(worker.PREPROCESS_BATCH, within=worker.PREPROCESS_WITHIN_SECONDS):
             with stall_watch.working(TOPICS["files"]):
                 # Storage unreachable: pause on this batch (uncommitted) instead of dead-lettering it.
@@ -99,7 +109,7 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
         """Register the agent that scores ``kind``'s feature records."""
         async def score(stream: faust.Stream) -> None:
             """Agent: score feature records in batches and publish predictions and alerts."""
-            sink = TopicSink(topics)
+            sink = TopicSink(topics, producer=producer)
             async for events in stream.take_events(worker.SCORE_BATCH, within=worker.SCORE_WITHIN_SECONDS):
                 batch = [event.value for event in events]
                 with stall_watch.working(kind.features_topic):
@@ -119,7 +129,7 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
         @app.agent(topics[TOPICS["alerts"]], name="filter-alerts")
         async def filter_alerts(stream: faust.Stream) -> None:
             """Agent: route alerts to the topics of the filters they match."""
-            sink = TopicSink(topics)
+            sink = TopicSink(topics, producer=producer)
 
             async def send(topic: str, key: bytes, value: bytes) -> None:
                 """Send to a filter topic, declaring the topic on first use."""
@@ -147,6 +157,11 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
         # CPU) only to drop it.
         for name in ("faust", "aiokafka", "mode"):
             logging.getLogger(name).setLevel(loglevel.upper())
+
+    @app.task
+    async def start_preprocessing() -> None:
+        """Start the preprocessing children now, not on the first batch (which would wait ~1 s for them)."""
+        await asyncio.to_thread(pool.start)
 
     @app.task
     async def load_models() -> None:
@@ -206,6 +221,18 @@ def run_worker(settings: Settings, broker: str, metrics_port: int = 0, loglevel:
           flush=True)
     app = create_app(settings, broker, worker_name=f"worker-{os.getpid()}", loglevel=loglevel, profile=profile)
     Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+def _processing_guarantee(settings: Settings, profile: BrokerProfile) -> str:
+    """SKYSTREAM_PROCESSING_GUARANTEE, checked: exactly_once needs Kafka transactions, which tansu lacks
+    (its InitProducerId fails; docs/experiments/exactly-once.md)."""
+    guarantee = settings.processing_guarantee.strip().lower()
+    if guarantee not in ("at_least_once", "exactly_once"):
+        raise ValueError(f"SKYSTREAM_PROCESSING_GUARANTEE must be at_least_once or exactly_once, not {guarantee!r}")
+    if guarantee == "exactly_once" and not profile.idempotent_producer:
+        raise ValueError(f"SKYSTREAM_PROCESSING_GUARANTEE=exactly_once needs Kafka transactions: the {profile.name} "
+                         "broker has none (its InitProducerId fails); use at_least_once")
+    return guarantee
 
 
 def _credentials(settings: Settings) -> Any:

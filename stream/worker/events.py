@@ -106,6 +106,11 @@ class PreprocessPool:
         """Each job's Extraction, or the exception it ended with, in order (one round trip per call)."""
         return await self._children[kinds.by_name(kind).name].run([(uri, fid, ms) for uri, fid, ms in jobs])
 
+    def start(self) -> None:
+        """Start each kind's child (and the forkserver they fork from) ahead of the first batch."""
+        for child in self._children.values():
+            child.start()
+
     def child_pid(self, kind: str) -> int | None:
         """The process id of the kind's current child (None when none runs)."""
         return self._children[kind].pid

@@ -37,7 +37,7 @@ from stream.runtime.kafka import bootstrap_servers
 from stream.runtime.profiles import TANSU, BrokerProfile
 from stream.worker.exits import EXIT_OTHER_CLUSTER
 
-__all__ = ["SCHEME", "Transport", "faust_broker_url", "fence_commits", "use_profile"]
+__all__ = ["SCHEME", "Transport", "faust_broker_url", "fence_commits", "kafka_producer", "use_profile"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,12 @@ def use_profile(profile: BrokerProfile, fetch_max_wait_ms: int) -> None:
 def fence_commits(cluster_id: str | None) -> None:
     """Commit offsets only into the cluster ``cluster_id`` (the one this worker started on); None: no fence."""
     _config["cluster_id"] = cluster_id
+
+
+def kafka_producer(app: Any) -> Any:
+    """The started aiokafka producer under ``app``'s Faust producer (built with this transport's settings)."""
+    # Faust offers no public accessor; this is the producer its topic sends go through.
+    return app.producer._ensure_producer()
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):

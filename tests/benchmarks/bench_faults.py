@@ -1,13 +1,14 @@
 """Fault scenarios as a table: files in, resolved, lost, duplicates, time to recover (a benchmark, not a test).
 
-    .venv/bin/python tests/benchmarks/bench_faults.py [--files 240]
+    .venv/bin/python tests/benchmarks/bench_faults.py [--files 240] [--broker tansu|kafka]
+    .venv/bin/python tests/benchmarks/bench_faults.py --broker kafka --files 5000 --only broker-restart
 
 The same processes an operator starts (`skystream broker`, two `skystream worker`, `skystream watch`),
 the same harness as tests/test_faults.py (which asserts; this prints), real SMASSII spectra:
 
 - worker-kill: SIGKILL one of two workers mid-stream;
-- broker-restart: SIGKILL the in-memory broker mid-stream, start it again empty on the same port, add
-  new files;
+- broker-restart: SIGKILL the broker mid-stream (tansu: it comes back empty; Kafka: with its log),
+  start it again on the same port, add new files;
 - watcher-restart: SIGKILL the watcher mid-stream, add files while it is down, start it again;
 - operator-probe: worker SIGKILL mid-stream, then broker SIGKILL + restart, then new files.
 
@@ -34,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from test_faults import Recorder, Stack, _ids  # noqa: E402
+from stack import CliBrokerStack, Recorder, file_ids  # noqa: E402
 
 from stream.devstack.localstack import collect  # noqa: E402
 from stream.settings import shared_data  # noqa: E402
@@ -53,7 +54,7 @@ def spectra(dest: Path, n: int) -> list[Path]:
     return out
 
 
-def wait(stack: Stack, ids: set[str], timeout: float = 300) -> float:
+def wait(stack: CliBrokerStack, ids: set[str], timeout: float = 300) -> float:
     """Seconds until every id is resolved (or the timeout)."""
     t0 = time.monotonic()
     while not ids <= stack.resolved() and time.monotonic() - t0 < timeout:
@@ -61,15 +62,15 @@ def wait(stack: Stack, ids: set[str], timeout: float = 300) -> float:
     return time.monotonic() - t0
 
 
-def wait_some(stack: Stack, n: int = 20) -> None:
+def wait_some(stack: CliBrokerStack, n: int = 20) -> None:
     while len(stack.resolved()) < n:
         time.sleep(0.05)
 
 
-def scenario(name: str, files: list[Path], n_old: int, tmp: Path) -> dict:
+def scenario(name: str, files: list[Path], n_old: int, tmp: Path, engine: str = "tansu") -> dict:
     old, new = files[:n_old], files[n_old:]
     tmp.mkdir()
-    stack = Stack(tmp)
+    stack = CliBrokerStack(tmp, engine, broker_engine=engine)
     stack.start_broker()
     try:
         workers = [stack.start_worker(), stack.start_worker()]
@@ -98,13 +99,13 @@ def scenario(name: str, files: list[Path], n_old: int, tmp: Path) -> dict:
                     stack.start_broker()
                     t_fault = time.monotonic()
                 stack.add(new)
-            wait(stack, _ids(files))
+            wait(stack, file_ids(files))
             recover = time.monotonic() - t_fault
             time.sleep(2)  # let the recorder catch the last messages
         # Duplicates are counted on the broker as it is at the end, read once from its start: the
         # recorder reads some messages twice when it reconnects across a broker restart.
         final = asyncio.run(collect(stack.broker, lambda c: False, 3))
-        resolved = _ids(files) & stack.resolved()
+        resolved = file_ids(files) & stack.resolved()
         answers: dict[str, set] = defaultdict(set)
         for p in seen.out.predictions + final.predictions:
             answers[p["file_id"]].add((p["prediction_id"], p["main_group"], p["bus_class"]))
@@ -124,6 +125,9 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=240, help="files before the fault (80 more arrive after it)")
     ap.add_argument("--only", action="append", help="run only this scenario (repeatable)")
     ap.add_argument("--keep", type=Path, help="work (and keep the processes' logs and ledgers) in this new directory")
+    ap.add_argument("--broker", choices=("tansu", "kafka"), default="tansu",
+                    help="the broker `skystream broker --engine` starts: tansu (a restart is empty) or kafka "
+                    "(durable: a restart keeps everything, so nothing should be republished)")
     args = ap.parse_args()
     names = args.only or ["worker-kill", "broker-restart", "watcher-restart", "operator-probe"]
     rows = []
@@ -131,7 +135,7 @@ def main() -> None:
         Path(tmp).mkdir(parents=True, exist_ok=True)
         files = spectra(Path(tmp), args.files + 80)
         for i, name in enumerate(names):
-            rows.append(scenario(name, files, args.files, Path(tmp) / f"run{i}"))
+            rows.append(scenario(name, files, args.files, Path(tmp) / f"run{i}", args.broker))
             print(rows[-1], flush=True)
     print("\n| scenario | files in | resolved | lost | duplicate predictions | differing answers | "
           "time to recover (s) | processes up |")

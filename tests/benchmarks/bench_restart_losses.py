@@ -26,10 +26,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).parent)]
 
-from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
+from aiokafka import AIOKafkaConsumer  # noqa: E402
 from bench_faults import spectra, wait_some  # noqa: E402
-from test_faults import Stack, _committed, _ids  # noqa: E402
+from stack import CliBrokerStack, file_ids  # noqa: E402
+from test_faults import _committed  # noqa: E402
 
+from stream.runtime.kafka import topic_partitions  # noqa: E402
 from stream.settings import TOPICS  # noqa: E402
 
 INSPECTED = (TOPICS["files"], TOPICS["features.spectrum"], TOPICS["predictions"], TOPICS["rejected"])
@@ -42,8 +44,7 @@ async def messages_by_key(broker: str) -> dict[str, list[tuple[str, int, int]]]:
     await consumer.start()
     found: dict[str, list[tuple[str, int, int]]] = {}
     try:
-        await consumer.topics()
-        parts = [TopicPartition(t, p) for t in INSPECTED for p in sorted(consumer.partitions_for_topic(t) or ())]
+        parts = await topic_partitions(consumer, INSPECTED)
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         deadline = time.monotonic() + 6
@@ -57,7 +58,7 @@ async def messages_by_key(broker: str) -> dict[str, list[tuple[str, int, int]]]:
 
 
 def run(files: list[Path], tmp: Path, wait: float) -> None:
-    stack = Stack(tmp)
+    stack = CliBrokerStack(tmp, "tansu")
     stack.env["SKYSTREAM_WATCH_REPUBLISH_SECONDS"] = "0"
     stack.start_broker()
     try:
@@ -68,11 +69,11 @@ def run(files: list[Path], tmp: Path, wait: float) -> None:
         stack.add(old)
         wait_some(stack)
         stack.kill_broker()
-        in_flight = len(_ids(old) - stack.resolved())
+        in_flight = len(file_ids(old) - stack.resolved())
         stack.start_broker()
         t0 = time.monotonic()
         stack.add(new)
-        ids = _ids(files)
+        ids = file_ids(files)
         while not ids <= stack.resolved() and time.monotonic() - t0 < wait:
             time.sleep(0.5)
         missing = ids - stack.resolved()
