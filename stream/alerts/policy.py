@@ -9,7 +9,7 @@ from typing import Any
 
 from stream.settings import Settings
 
-__all__ = ["alerts_for"]
+__all__ = ["alert_id_for", "alerts_for"]
 
 INLINE_FIGURE_LIMIT = 256 * 1024
 
@@ -26,13 +26,29 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def alert_id_for(prediction_id: str, reason: str, signal_index: int | None = None) -> str:
+    """The alert's id: sha256 hex of ``prediction_id:reason`` (one alert per reason: spectra), or of
+    ``prediction_id:reason:signal_index`` for a transit signal.
+
+    A light curve can raise one alert per signal, often with the same reason (each planet of L 98-59
+    is a "planet-candidate"), so the signal must be in the id or they collapse into one wherever
+    alerts are keyed by it (subscribers' de-duplication, the archive). The signal's index in the
+    prediction's ``signals`` is used, not its period: a prediction is fully determined by its file
+    and model version (same ``prediction_id``, same signals in the same order on a replay), so the
+    index is as stable as the id itself and unique per signal by construction, whereas two signals
+    can share a period (aliases) and a float's text is a fragile key. Spectra keep their old ids.
+    """
+    key = f"{prediction_id}:{reason}" if signal_index is None else f"{prediction_id}:{reason}:{signal_index}"
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 def _alert(prediction: dict[str, Any], reason: str, score: float, summary: str,
-           signal: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+           signal: dict[str, Any] | None = None, signal_index: int | None = None, **extra: Any) -> dict[str, Any]:
     """An Alert record (schemas/avro/alert.avsc): the prediction's numbers, and the signal's for a transit.
 
     Everything but ``alerted_at`` follows from the prediction, so a replay gives the same content.
     """
-    alert_id = hashlib.sha256(f"{prediction['prediction_id']}:{reason}".encode()).hexdigest()
+    alert_id = alert_id_for(prediction["prediction_id"], reason, signal_index)
     spectrum = prediction["kind"] == "spectrum"
     return {
         "alert_id": alert_id, "prediction_id": prediction["prediction_id"], "file_id": prediction["file_id"],
@@ -76,7 +92,7 @@ def alerts_for(prediction: dict[str, Any], settings: Settings | None = None) -> 
     for a in found:
         signal = prediction["signals"][a["signal_index"]]
         png = diagnostic_png(data, signal, title=a["summary"][:110])
-        out.append(_alert(prediction, a["reason"], a["score"], a["summary"], signal,
+        out.append(_alert(prediction, a["reason"], a["score"], a["summary"], signal, a["signal_index"],
                           **_store_figure(png, a, prediction, Path(settings.artifacts))))
     return out
 
