@@ -29,7 +29,7 @@ from typing import Any
 
 from stream.errors import Rejected, Unavailable
 
-__all__ = ["BoundedChild", "ChildFailed", "Bounds", "preload"]
+__all__ = ["BoundedChild", "ChildFailed", "Bounds", "preload", "start_forkserver"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,14 @@ _CONTEXT = multiprocessing.get_context("forkserver")
 def preload(modules: list[str]) -> None:
     """Modules the forkserver imports once, before it forks any child (no effect once it runs)."""
     _CONTEXT.set_forkserver_preload(modules)
+
+
+def start_forkserver() -> None:
+    """Start the forkserver now (thread-safe; no-op once it runs): it imports the preloaded modules,
+    about a second of CPU that the first batch would otherwise wait for."""
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
 
 
 @dataclass(frozen=True)
@@ -109,11 +117,6 @@ class BoundedChild:
         theirs.close()
         self._proc, self._conn = proc, ours
         return ours
-
-    def start(self) -> None:
-        """Start the child now (no-op when one runs); otherwise the first batch starts it."""
-        if self._proc is None:
-            self._start()
 
     def stop(self) -> None:
         """Kill the child (if any); the next batch starts a new one."""

@@ -160,7 +160,7 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
 
     @app.task
     async def start_preprocessing() -> None:
-        """Start the preprocessing children now, not on the first batch (which would wait ~1 s for them)."""
+        """Start the preprocessing forkserver now, not on the first batch (which would wait ~1 s for it)."""
         await asyncio.to_thread(pool.start)
 
     @app.task

@@ -107,9 +107,9 @@ class PreprocessPool:
         return await self._children[kinds.by_name(kind).name].run([(uri, fid, ms) for uri, fid, ms in jobs])
 
     def start(self) -> None:
-        """Start each kind's child (and the forkserver they fork from) ahead of the first batch."""
-        for child in self._children.values():
-            child.start()
+        """Start the forkserver the children fork from ahead of the first batch (the children themselves
+        start on their first batch, in the event loop: forking from a running forkserver takes ms)."""
+        bounded.start_forkserver()
 
     def child_pid(self, kind: str) -> int | None:
         """The process id of the kind's current child (None when none runs)."""
