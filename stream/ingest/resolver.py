@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 OUTCOME_TOPICS = (TOPICS["predictions"], TOPICS["rejected"])
 RECHECKS = 3  # after a reset, every watch_reset_recheck_seconds
+FOLLOW_PERIOD_SECONDS = 0.25  # ResultFollower._follow
 
 
 class _BrokerReset(Exception):
@@ -188,6 +189,7 @@ class ResultFollower:
                     await consumer.seek_to_beginning(tp)
             checked = time.monotonic()
             while not stop.is_set():
+                started = time.monotonic()
                 batches = await consumer.getmany(timeout_ms=500, max_records=5000)
                 keys = [m.key.decode() for msgs in batches.values() for m in msgs if m.key]
                 for tp, msgs in batches.items():
@@ -210,6 +212,10 @@ class ResultFollower:
                         await self.check_cluster()  # tansu only (docs/embedded-broker.md defect 7)
                     self.recheck_if_due()
                     checked = time.monotonic()
+                # At most a few passes a second: each is a ledger transaction and a count of what is
+                # unresolved, and on a busy stream a pass per handful of outcomes was a tenth of the
+                # watcher's CPU. What arrives meanwhile waits in the consumer's buffer.
+                await asyncio.sleep(max(0.0, FOLLOW_PERIOD_SECONDS - (time.monotonic() - started)))
         finally:
             with contextlib.suppress(Exception):
                 await consumer.stop()

@@ -64,6 +64,11 @@ class Ledger:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path)
         self.db.execute("PRAGMA journal_mode=WAL")
+        # No fsync per commit (the watcher commits after every ack batch and every outcome batch: with
+        # FULL that was a third of its CPU at 500 files/s). In WAL mode a killed process still loses
+        # nothing committed; only a power cut can roll back the last commits, and then files are
+        # published again (results are idempotent), never lost.
+        self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript("""
             CREATE TABLE IF NOT EXISTS seen (uri TEXT PRIMARY KEY, version TEXT NOT NULL);
             CREATE TABLE IF NOT EXISTS published (identity TEXT PRIMARY KEY, uri TEXT, outcome TEXT, at_ms INTEGER);

@@ -33,6 +33,8 @@ __all__ = ["BoundedChild", "ChildFailed", "Bounds", "preload", "start_forkserver
 
 log = logging.getLogger(__name__)
 
+COALESCE_SECONDS = 0.005  # BoundedChild._answer
+
 _CONTEXT = multiprocessing.get_context("forkserver")
 
 
@@ -127,8 +129,15 @@ class BoundedChild:
             self._conn.close()
         self._proc = self._conn = None
 
-    async def _answer(self, conn: Connection) -> tuple:
-        """The child's next answer within the time budget (TimeoutError), EOFError when it died."""
+    async def _answer(self, conn: Connection, coalesce: bool) -> tuple:
+        """The child's next answer within the time budget (TimeoutError), EOFError when it died.
+
+        ``coalesce``: more answers of this batch are coming, so first give the child a few ms to write
+        several. Waking on each answer cost a pipe wake-up on both sides per file (about 0.1 ms of CPU
+        per spectrum, whose own preprocessing takes 0.15 ms); the budget grows by those few ms.
+        """
+        if coalesce and not conn.poll():
+            await asyncio.sleep(COALESCE_SECONDS)
         if not conn.poll():
             loop = asyncio.get_running_loop()
             ready = loop.create_future()
@@ -149,9 +158,10 @@ class BoundedChild:
                 self.stop()  # died while idle (killed from outside): not the next job's fault
             conn = self._conn or self._start()
             conn.send(pending)
+            sent = len(pending)
             while pending:
                 try:
-                    answer = await self._answer(conn)
+                    answer = await self._answer(conn, coalesce=len(pending) < sent)
                 except TimeoutError:
                     results.append(Rejected("timeout", f"preprocessing took more than its {self.bounds.seconds:g} s "
                                                        "budget; the process was killed"))

@@ -35,11 +35,14 @@ def temper(p: np.ndarray, temperature: float | None) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+# The line fit's solution matrix: the grid is fixed, so the least-squares fit of any spectrum on it
+# is one product (np.linalg.lstsq per spectrum cost ~30 µs on the scoring path).
+_LINE_FIT = np.linalg.pinv(np.stack([np.ones_like(WAVELENGTH_GRID_UM), WAVELENGTH_GRID_UM - NORMALISATION_UM], axis=1))
+
+
 def normalised_slope(reflectance: Sequence[float] | np.ndarray) -> float:
     """Least-squares slope per µm of the grid reflectance, divided by the line's value at 0.55 µm."""
-    y = np.asarray(reflectance, dtype=np.float64)
-    design = np.stack([np.ones_like(WAVELENGTH_GRID_UM), WAVELENGTH_GRID_UM - NORMALISATION_UM], axis=1)
-    intercept, slope = np.linalg.lstsq(design, y, rcond=None)[0]
+    intercept, slope = _LINE_FIT @ np.asarray(reflectance, dtype=np.float64)
     return float(slope / intercept)
 
 

@@ -14,6 +14,8 @@ workers monitor with ``DriftMonitor``.
 
 from __future__ import annotations
 
+import bisect
+import math
 import threading
 from collections import deque
 from collections.abc import Iterable
@@ -37,16 +39,20 @@ def _slope(x: np.ndarray, y: np.ndarray) -> float:
     return float(dx @ (y - y.mean()) / (dx @ dx))
 
 
+_SAMPLED_UM = np.array([0.45, 0.70, 0.90])
+
+
 def spectrum_summary(record: dict[str, Any]) -> dict[str, float]:
     """Scalar views of a SpectrumFeatures record that move when the input population changes."""
     wl = np.asarray(record["wavelength_um"], dtype=float)
     r = np.asarray(record["reflectance"], dtype=float)
     q = record["quality"]
+    at_045, at_070, at_090 = np.interp(_SAMPLED_UM, wl, r).tolist()  # one call: this runs per message
     return {
         "slope_per_um": _slope(wl, r),
-        "reflectance_0.45um": float(np.interp(0.45, wl, r)),
-        "reflectance_0.70um": float(np.interp(0.70, wl, r)),
-        "reflectance_0.90um": float(np.interp(0.90, wl, r)),
+        "reflectance_0.45um": at_045,
+        "reflectance_0.70um": at_070,
+        "reflectance_0.90um": at_090,
         "coverage_fraction": float(q["coverage_fraction"]),
         "min_wavelength_um": float(q["min_um"]),
         "max_wavelength_um": float(q["max_um"]),
@@ -113,8 +119,9 @@ class DriftMonitor:
         self.summarise = kinds.by_name(self.kind).summarise
         self.threshold = float(reference.get("threshold", DEFAULT_THRESHOLD))
         self.window = int(reference.get("window", DEFAULT_WINDOW))
-        self.features = {k: (np.asarray(v["edges"]), np.asarray(v["fractions"]))
+        self.features = {k: (np.asarray(v["edges"], dtype=float), np.asarray(v["fractions"]))
                          for k, v in reference["features"].items()}
+        self._edges = {k: [float(e) for e in v["edges"]] for k, v in reference["features"].items()}
         self.classes = list(reference["classes"]["names"])
         self.class_fractions = np.asarray(reference["classes"]["fractions"])
         self._bins: dict[str, deque[int]] = {k: deque(maxlen=self.window) for k in self.features}
@@ -127,10 +134,11 @@ class DriftMonitor:
         """Add one record's feature summary and its predicted label to the live window."""
         summary = self.summarise(record)
         with self._lock:
-            for name, (edges, _) in self.features.items():
+            for name, edges in self._edges.items():
                 v = summary.get(name)
-                if v is not None and np.isfinite(v):
-                    self._bins[name].append(int(np.searchsorted(edges, v, side="right")))
+                if v is not None and math.isfinite(v):
+                    # np.searchsorted(edges, v, side="right"), without its per-call cost (this runs per message)
+                    self._bins[name].append(bisect.bisect_right(edges, v))
             if label in self.classes:
                 self._labels.append(self.classes.index(label))
             self._since_export += 1

@@ -46,9 +46,9 @@ log = logging.getLogger(__name__)
 
 # Events are taken in batches: Faust's per-iteration cost is paid once per batch.
 PREPROCESS_BATCH = 64
-PREPROCESS_WITHIN_SECONDS = 0.01
+PREPROCESS_WITHIN_SECONDS = 0.1
 SCORE_BATCH = 256
-SCORE_WITHIN_SECONDS = 0.02
+SCORE_WITHIN_SECONDS = 0.1
 
 Extraction = tuple[str, dict[str, Any]]  # (features message type, record)
 T = TypeVar("T")

@@ -17,8 +17,9 @@ watcher runs continuously (poll interval --interval), the workers and broker as 
 
 Latency is measured from the moment a file is in the directory to the moment its prediction is
 read by a subscriber (so it includes the watcher's poll interval). Printed per window: arrivals,
-predictions, p50/p99 latency, CPU per file of the workers and of the broker, and memory (RSS of each
-worker with its children, and of the broker). A flat memory and latency line over a long run is the
+predictions, p50/p99 latency, CPU per file of the workers, the broker, the watcher and their total,
+memory (RSS of each worker with its children, and of the broker) and, on Kafka, the disk its log
+takes (allocated blocks). A flat memory and latency line over a long run is the
 goal; the embedded broker keeps every message in memory, so its line cannot be flat.
 """
 
@@ -125,25 +126,26 @@ async def follow(run: Run, broker: str, stop: asyncio.Event) -> None:
 
 
 def window_line(run: Run, t_from: float, t_to: float, stack: LocalStack,
-                cpu: tuple[tuple[float, float], tuple[float, float]]) -> str:
-    """One printed window; ``cpu`` is (workers, broker) CPU seconds at its start and at its end."""
+                cpu: tuple[tuple[float, float, float], tuple[float, float, float]]) -> str:
+    """One printed window; ``cpu`` is (workers, broker, watcher) CPU seconds at its start and at its end."""
     lat = np.array([run.latency[f] for f, t in run.arrived.items() if t_from <= t < t_to and f in run.latency])
     arrived = sum(t_from <= t < t_to for t in run.arrived.values())
     mem = " ".join(f"{rss_mb(w.pid):.0f}" for w in stack.workers)
     p = (f"{np.percentile(lat, 50) * 1000:6.0f} {np.percentile(lat, 99) * 1000:6.0f}" if lat.size
          else "     -      -")
-    (w0, b0), (w1, b1) = cpu
+    (w0, b0, s0), (w1, b1, s1) = cpu
     per_file = lambda a, b: (b - a) / max(arrived, 1) * 1000  # noqa: E731
+    total = per_file(w0 + b0 + s0, w1 + b1 + s1)
     broker = stack.broker_pid
     broker_mem = f"{rss_mb(broker):6.0f}" if broker else "     -"
     disk = stack.broker_log_bytes()
     disk_mb = f"{disk / 1e6:8.1f}" if disk is not None else "       -"
     return (f"{t_from - run.t0:7.0f} {arrived:7d} {lat.size:7d} {p}   {per_file(w0, w1):6.2f}  {per_file(b0, b1):6.2f}"
-            f"   {mem}  {broker_mem}  {disk_mb}")
+            f"  {per_file(s0, s1):6.2f} {total:6.2f}   {mem}  {broker_mem}  {disk_mb}")
 
 
 async def measure(stack: LocalStack, inbox: Path, rate: float, seconds: float, every: float,
-                  bodies: list[bytes]) -> Run:
+                  bodies: list[bytes], watcher_pid: int) -> Run:
     run = Run()
     stop = asyncio.Event()
     reader = asyncio.create_task(follow(run, stack.broker, stop))
@@ -151,12 +153,13 @@ async def measure(stack: LocalStack, inbox: Path, rate: float, seconds: float, e
     pacer = asyncio.create_task(pace(run, inbox, rate, seconds, bodies))
     print(f"rate {rate:.0f} files/s for {seconds:.0f} s (workers {len(stack.workers)})")
     print(f"broker {stack.engine}")
-    print("      t arrived  answered  p50ms  p99ms  CPU ms/file: workers broker  RSS MB: workers broker  "
-          "log MB")
+    print("      t arrived  answered  p50ms  p99ms  CPU ms/file: workers broker watcher  total"
+          "   RSS MB: workers broker  log MB")
 
-    def cpu_of() -> tuple[float, float]:
+    def cpu_of() -> tuple[float, float, float]:
         broker = stack.broker_pid
-        return (sum(cpu_seconds(w.pid) for w in stack.workers), cpu_seconds(broker) if broker else 0.0)
+        return (sum(cpu_seconds(w.pid) for w in stack.workers), cpu_seconds(broker) if broker else 0.0,
+                cpu_seconds(watcher_pid))
 
     last_t, last_cpu = run.t0, cpu_of()
     while not pacer.done():
@@ -210,7 +213,7 @@ def main() -> None:
                                             "--interval", str(args.interval), "--metrics-port", "0"],
                                            env=stack.env(), stderr=subprocess.DEVNULL)
                 try:
-                    asyncio.run(measure(stack, inbox, rate, args.seconds, args.report_every, bodies))
+                    asyncio.run(measure(stack, inbox, rate, args.seconds, args.report_every, bodies, watcher.pid))
                 finally:
                     watcher.send_signal(signal.SIGTERM)
                     watcher.wait(30)
