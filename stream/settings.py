@@ -104,7 +104,8 @@ class Settings:
                               "told by the cluster id the broker reports")
     processing_guarantee: str = _var("SKYSTREAM_PROCESSING_GUARANTEE", "at_least_once", "the workers' Faust "
                                      "processing guarantee: at_least_once, or exactly_once (Kafka transactions; "
-                                     "kafka profile only, refused on tansu; docs/experiments/exactly-once.md)")
+                                     "kafka profile only, refused on tansu; measured not to pay: "
+                                     "docs/experiments/exactly-once.md)")
     kafka_libs: str | None = _var("SKYSTREAM_KAFKA_LIBS", None, "directory of the Apache Kafka jars that "
                                   "`skystream broker --engine kafka` runs", shown_default="the cache filled by "
                                   "deploy/kafka/fetch.sh in a source checkout")

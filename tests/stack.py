@@ -25,7 +25,7 @@ from pathlib import Path
 
 from helpers import process_gone, wait_until
 
-from stream.devstack.localstack import Collected, collect
+from stream.devstack.localstack import Collected, collect, stop_process
 from stream.models.registry import BUNDLED
 from stream.runtime.embedded_broker import free_port
 from stream.settings import Settings, child_environment
@@ -122,13 +122,7 @@ class Stack:
 
     def stop_process(self, proc: subprocess.Popen[bytes], grace: float = 30.0) -> None:
         """SIGTERM one process; SIGKILL it after ``grace`` seconds."""
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, grace)
 
     def watcher_metric(self, name: str) -> float:
         """The sum of a metric's samples on the watcher's /metrics (0 when it has none)."""

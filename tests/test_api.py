@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
@@ -82,15 +82,20 @@ def archived(tmp_path_factory: pytest.TempPathFactory, inputs: Path) -> Settings
 
 
 @contextmanager
-def serving(settings: Settings) -> Iterator[str]:
-    """The application on a free loopback port, in a thread with its own event loop; yields its URL."""
+def serving(settings: Settings,
+            on_response: Callable[[web.Request, web.StreamResponse], Awaitable[None]] | None = None) -> Iterator[str]:
+    """The application on a free loopback port, in a thread with its own event loop; yields its URL.
+    ``on_response`` sees every answer before it is sent."""
     loop = asyncio.new_event_loop()
     started = threading.Event()
     box: dict = {}
 
     def main() -> None:
         asyncio.set_event_loop(loop)
-        runner = web.AppRunner(create_app(settings))
+        app = create_app(settings)
+        if on_response is not None:
+            app.on_response_prepare.append(on_response)
+        runner = web.AppRunner(app)
         loop.run_until_complete(runner.setup())
         loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
         box["port"] = runner.addresses[0][1]

@@ -8,13 +8,11 @@ operation, a fixed seed, a time budget) so that it takes well under two minutes 
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import os
 import subprocess
 import sys
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,9 +20,8 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from test_api import archived, inputs  # noqa: F401  (module fixtures: the archive with real content)
+from test_api import archived, inputs, serving  # noqa: F401  (module fixtures: the archive with real content)
 
-from stream.api.app import create_app
 from stream.settings import Settings
 
 TOKEN = "contract-test-token-4f1c9e2a7b"
@@ -49,34 +46,13 @@ def protected(settings: Settings) -> Settings:
 @contextmanager
 def counted_server(settings: Settings) -> Iterator[tuple[str, Counter]]:
     """The application on a free loopback port, in a thread; yields its URL and a count of its answers by status."""
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    box: dict = {}
     statuses: Counter = Counter()
 
     async def count(request: web.Request, response: web.StreamResponse) -> None:
         statuses[response.status] += 1
 
-    def main() -> None:
-        asyncio.set_event_loop(loop)
-        app = create_app(settings)
-        app.on_response_prepare.append(count)
-        runner = web.AppRunner(app)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
-        box["port"] = runner.addresses[0][1]
-        started.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-
-    thread = threading.Thread(target=main, daemon=True)
-    thread.start()
-    assert started.wait(120), "the server did not start"
-    try:
-        yield f"http://127.0.0.1:{box['port']}", statuses
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(60)
+    with serving(settings, on_response=count) as url:
+        yield url, statuses
 
 
 def schemathesis_run(url: str, workdir: Path, examples: int = 100) -> tuple[int, dict, str]:

@@ -84,18 +84,18 @@ def _wait_fully_replicated(kafka: LocalKafka, timeout: float = 120) -> None:
 
 # Each fault gets the cluster and the stack, injects itself and returns once it is over (a node that
 # comes back is started again inside it); the stream keeps running throughout.
-def _kill_leader(kafka: LocalKafka, stack: Stack) -> None:
-    victim = _leader(kafka)
+def _kill_for_10s(kafka: LocalKafka, victim: int) -> None:
     kafka.kill(victim)
     time.sleep(10)
     kafka.start_node(victim)
+
+
+def _kill_leader(kafka: LocalKafka, stack: Stack) -> None:
+    _kill_for_10s(kafka, _leader(kafka))
 
 
 def _kill_controller(kafka: LocalKafka, stack: Stack) -> None:
-    victim = _active_controller(kafka)
-    kafka.kill(victim)
-    time.sleep(10)
-    kafka.start_node(victim)
+    _kill_for_10s(kafka, _active_controller(kafka))
 
 
 def _one_broker_gone(kafka: LocalKafka, stack: Stack) -> None:

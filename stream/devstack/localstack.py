@@ -27,7 +27,7 @@ from stream.runtime.kafka import bootstrap_servers, ensure_topics
 from stream.runtime.local_kafka import LocalKafka
 from stream.settings import TOPICS, Settings, child_environment
 
-__all__ = ["Collected", "LocalStack", "collect"]
+__all__ = ["Collected", "LocalStack", "collect", "stop_process"]
 
 
 class LocalStack:
@@ -125,14 +125,7 @@ class LocalStack:
 
     def stop_worker(self, proc: subprocess.Popen[bytes], grace: float = 15.0) -> int:
         """Stop a process with SIGTERM, killing it after ``grace`` seconds; return its exit code."""
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
+        return stop_process(proc, grace)
 
     def assigned(self, port: int, topic: str = TOPICS["files"]) -> float:
         """Partitions of ``topic`` the worker behind metrics ``port`` owns now (0 if not up yet)."""
@@ -187,6 +180,18 @@ class Collected:
     def outcomes(self) -> set[str]:
         """URIs (or file ids) that have a final outcome: a prediction or a dead letter."""
         return {p["source"] for p in self.predictions} | {r["uri"] or r["file_id"] or "" for r in self.rejected}
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 15.0) -> int:
+    """SIGTERM ``proc``, SIGKILL it after ``grace`` seconds; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 async def collect(broker: str, until: Callable[[Collected], bool], timeout: float,

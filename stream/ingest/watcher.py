@@ -69,6 +69,12 @@ class Ledger:
         # nothing committed; only a power cut can roll back the last commits, and then files are
         # published again (results are idempotent), never lost.
         self.db.execute("PRAGMA synchronous=NORMAL")
+        # The ledger grows by a few rows per file, looked up and inserted by random keys (content hashes):
+        # with SQLite's default 2 MB page cache every lookup of a large ledger went to the file, and the
+        # watcher's CPU per file rose with the ledger (+25 % over a 30-minute soak). Pages are read
+        # through a memory map, and up to 64 MB of them are kept decoded.
+        self.db.execute("PRAGMA cache_size=-65536")
+        self.db.execute("PRAGMA mmap_size=1073741824")
         self.db.executescript("""
             CREATE TABLE IF NOT EXISTS seen (uri TEXT PRIMARY KEY, version TEXT NOT NULL);
             CREATE TABLE IF NOT EXISTS published (identity TEXT PRIMARY KEY, uri TEXT, outcome TEXT, at_ms INTEGER);

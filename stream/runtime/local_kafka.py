@@ -198,7 +198,11 @@ class LocalKafka:
         if self._classpath is None:
             self._classpath = kafka_classpath(self.settings)
         heap = heap_mb or self.heap_mb
-        return ["java", f"-Xms{min(heap, 128)}m", f"-Xmx{heap}m", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
+        # The broker takes its whole heap at start, as Kafka's production advice has it (-Xms = -Xmx),
+        # and touches it (AlwaysPreTouch): its memory is the configured size from the first minute, not
+        # a figure that creeps up to it over a day. The short-lived tools start small.
+        sizing = ([f"-Xms{heap}m", "-XX:+AlwaysPreTouch"] if main == "kafka.Kafka" else [f"-Xms{min(heap, 128)}m"])
+        return ["java", *sizing, f"-Xmx{heap}m", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
                 f"-Dorg.slf4j.simpleLogger.defaultLogLevel={self.log_level}",
                 "-Dorg.slf4j.simpleLogger.showDateTime=true", "-cp", self._classpath, main, *args]
 

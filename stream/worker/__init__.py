@@ -8,7 +8,10 @@ its file_id, and the same file scored by the same model version always gives the
 and content, so a replay repeats a message but never changes an answer. Each agent works in batches:
 consume → score → produce → flush (TopicSink.flush: the broker has every outcome) → commit (Faust
 commits a batch's offsets only after the agent finished it). A worker that dies mid-batch leaves the
-batch uncommitted, and the next owner of the partition replays it.
+batch uncommitted, and the next owner of the partition replays it. Faust's exactly_once (Kafka
+transactions; SKYSTREAM_PROCESSING_GUARANTEE) was measured on Kafka and not made the default: it cost
+a fifth more CPU and twice the latency and still let duplicates through after a worker was killed
+(docs/experiments/exactly-once.md).
 
 Which mechanism runs on which broker (broker profiles, stream/runtime/profiles.py; SKYSTREAM_BROKER_ENGINE
 kafka, tansu, or auto from the cluster id; docs/embedded-broker.md numbers tansu's defects; the
