@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import numpy as np
 
 T = TypeVar("T")
 
@@ -52,3 +55,25 @@ def report(line: str) -> None:
     """Print ``line`` in the run's closing summary (and now, under ``pytest -s``)."""
     REPORTED.append(line)
     print(line)
+
+
+def trapezoid(time_: np.ndarray, period: float, epoch: float, duration: float, depth: float) -> np.ndarray:
+    """Relative flux of a trapezoidal transit (ingress and egress each 10 % of the duration), for
+    injecting planets into real light curves."""
+    x = np.abs((time_ - epoch + 0.5 * period) % period - 0.5 * period)
+    ramp = 0.1 * duration
+    drop = np.clip((0.5 * duration - x) / ramp, 0.0, 1.0)
+    drop[x <= 0.5 * duration - ramp] = 1.0
+    return 1.0 - depth * drop
+
+
+def predict_file(path: Path, scorer: Any, detected_at_ms: int = 1) -> tuple[str, dict[str, Any]]:
+    """(kind, Prediction) of one file through the stream's own extract and scorer, as a worker makes it."""
+    from stream.features import detect
+
+    data = path.read_bytes()
+    kind = detect.detect_kind(data[: detect.HEAD_BYTES])
+    _, features = detect.extract(kind, data, uri=str(path), file_id=hashlib.sha256(data).hexdigest(),
+                                 detected_at_ms=detected_at_ms)
+    (prediction,) = scorer.score(kind, [features])
+    return kind, prediction

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import html.parser
 import io
 import json
@@ -30,6 +29,7 @@ from urllib.parse import quote
 import pytest
 from aiohttp import web
 from data_paths import require_data
+from helpers import predict_file
 
 from stream.alerts.filters import matches, parse_filter
 from stream.alerts.policy import alerts_for
@@ -38,7 +38,6 @@ from stream.api.app import create_app
 from stream.api.openapi import OPENAPI
 from stream.archive import query
 from stream.archive.writer import day_of, to_row, write_batch
-from stream.features import detect
 from stream.models.registry import BUNDLED
 from stream.scoring.scorer import scorer_for
 from stream.settings import Settings
@@ -68,12 +67,8 @@ def archived(tmp_path_factory: pytest.TempPathFactory, inputs: Path) -> Settings
     scorer = scorer_for(settings)
     offset = 0
     for path in sorted(inputs.iterdir()):
-        data = path.read_bytes()
-        kind = detect.detect_kind(data[: detect.HEAD_BYTES])
         now = int(time.time() * 1000)
-        _, features = detect.extract(kind, data, uri=str(path), file_id=hashlib.sha256(data).hexdigest(),
-                                     detected_at_ms=now)
-        (prediction,) = scorer.score(kind, [features])
+        kind, prediction = predict_file(path, scorer, now)
         for table, record in [("predictions", prediction)] + [("alerts", a) for a in alerts_for(prediction, settings)]:
             write_batch(settings.archive, table, kind, day_of(now), [to_row(table, record, 0, offset, now + offset)],
                         settings)

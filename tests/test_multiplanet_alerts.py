@@ -23,6 +23,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from astropy.io import fits
 from data_paths import require_data
+from helpers import predict_file, trapezoid
 from test_api import fetch, get_json, page, serving
 
 import schemas
@@ -32,7 +33,6 @@ from stream.alerts.policy import alert_id_for, alerts_for
 from stream.archive import query
 from stream.archive.writer import day_of, to_row, write_batch
 from stream.cli.entry import main
-from stream.features import detect
 from stream.models.registry import BUNDLED
 from stream.runtime.kafka import bootstrap_servers, ensure_topics
 from stream.scoring.scorer import scorer_for
@@ -42,16 +42,6 @@ HOST = "tic188172563_s09_lc.fits"  # not a TOI host; quiet enough that all three
 HOST_OBJECT = "TIC 188172563"
 # L 98-59's planets as the TOI catalogue has them: period (d), duration (h), depth (ppm).
 L98_59 = [(2.2531062, 0.99, 682.0), (3.6906759, 1.107, 1657.0), (7.4507305, 1.961, 1542.0)]
-
-
-def trapezoid(time_btjd: np.ndarray, period: float, epoch: float, duration: float, depth: float) -> np.ndarray:
-    """Relative flux of a trapezoidal transit, ingress and egress 10 % of the duration each
-    (as tests/benchmarks/bench_tess_injection.py injects them)."""
-    x = np.abs((time_btjd - epoch + 0.5 * period) % period - 0.5 * period)
-    ramp = 0.1 * duration
-    drop = np.clip((0.5 * duration - x) / ramp, 0.0, 1.0)
-    drop[x <= 0.5 * duration - ramp] = 1.0
-    return 1.0 - depth * drop
 
 
 def period_match(found: float, known: float) -> bool:
@@ -77,13 +67,8 @@ def lc_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def score(path: Path, settings: Settings) -> dict[str, Any]:
-    """The file's Prediction through the stream's own extract and scorer (as tests/test_api.py does)."""
-    data = path.read_bytes()
-    kind = detect.detect_kind(data[: detect.HEAD_BYTES])
-    _, features = detect.extract(kind, data, uri=str(path), file_id=hashlib.sha256(data).hexdigest(),
-                                 detected_at_ms=1)
-    (prediction,) = scorer_for(settings).score(kind, [features])
-    return prediction
+    """The file's Prediction through the stream's own extract and scorer."""
+    return predict_file(path, scorer_for(settings))[1]
 
 
 @pytest.fixture(scope="module")

@@ -121,7 +121,8 @@ class DriftMonitor:
         self.window = int(reference.get("window", DEFAULT_WINDOW))
         self.features = {k: (np.asarray(v["edges"], dtype=float), np.asarray(v["fractions"]))
                          for k, v in reference["features"].items()}
-        self._edges = {k: [float(e) for e in v["edges"]] for k, v in reference["features"].items()}
+        # The same edges as floats in a list, for bisect on the per-message path.
+        self._edges = {k: edges.tolist() for k, (edges, _) in self.features.items()}
         self.classes = list(reference["classes"]["names"])
         self.class_fractions = np.asarray(reference["classes"]["fractions"])
         self._bins: dict[str, deque[int]] = {k: deque(maxlen=self.window) for k in self.features}

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import os
 import resource
 import subprocess
@@ -38,7 +37,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from stack import file_ids  # noqa: E402
 
 from stream import kinds  # noqa: E402
 from stream.devstack.localstack import LocalStack, collect  # noqa: E402
@@ -96,11 +97,6 @@ def make_inputs(dest: Path, n: int, first: int = 0) -> None:
         (dest / f"a{i:07d}.[2]").write_bytes(body + f"# copy {i}\n".encode())
 
 
-def file_ids(folder: Path) -> set[str]:
-    """The content hashes (file_id) of the files in ``folder``."""
-    return {hashlib.sha256(f.read_bytes()).hexdigest() for f in folder.iterdir()}
-
-
 def watch_once(stack: LocalStack, folder: Path) -> subprocess.Popen:
     """`skystream watch --once` on ``folder`` (its own source and ledger), started."""
     return subprocess.Popen([sys.executable, "-m", "stream.cli", "watch", str(folder), "--once", "--settle", "0",
@@ -137,7 +133,7 @@ def run(args: argparse.Namespace, engine: str) -> None:
         warm = tmp / "warm-up"
         warm.mkdir()
         make(warm, warmup, first=args.files)
-        warm_ids = file_ids(warm)
+        warm_ids = file_ids(list(warm.iterdir()))
         registry = os.environ.get("SKYSTREAM_REGISTRY") or str(BUNDLED)
         with LocalStack(state_dir=tmp / "state", registry=registry, partitions=args.partitions,
                         engine=engine) as stack:

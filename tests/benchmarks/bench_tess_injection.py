@@ -27,7 +27,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from helpers import trapezoid  # noqa: E402
 
 from stream.features import transits  # noqa: E402
 from stream.features.lightcurves import read_lightcurve  # noqa: E402
@@ -38,16 +40,6 @@ NON_TOI = ["tic260161111_s07_lc.fits", "tic382575718_s08_lc.fits", "tic188172563
 DEPTHS_PPM = [150, 300, 600, 1200, 2400, 4800]
 PERIODS_D = [0.9, 1.7, 3.3, 6.1, 11.0]
 SNR_BINS = [0, 5, 7.5, 10, 15, 20, 40, 1e9]
-
-
-def trapezoid(time: np.ndarray, period: float, epoch: float, duration: float, depth: float) -> np.ndarray:
-    """Relative flux of a trapezoidal transit (ingress and egress each 10 % of the duration)."""
-    x = np.abs((time - epoch + 0.5 * period) % period - 0.5 * period)
-    ramp = 0.1 * duration
-    full = 0.5 * duration - ramp
-    drop = np.clip((0.5 * duration - x) / ramp, 0.0, 1.0)
-    drop[x <= full] = 1.0
-    return 1.0 - depth * drop
 
 
 def injected_snr(clean: transits.SearchResult, period: float, epoch: float, duration: float, depth: float) -> float:
