@@ -234,3 +234,30 @@ def test_diagnostic_figure_is_a_small_png(model: OnnxModel) -> None:
     png = figures.diagnostic_png(require_data(LC + WASP126[1]).read_bytes(), p["signals"][0])
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     assert 5_000 < len(png) < 150_000
+
+
+def test_figure_shows_the_periodogram_the_search_saw() -> None:
+    lc = read_lightcurve(require_data(LC + WASP126[0]).read_bytes())
+    periods, power = transits.periodogram(lc)
+    result = transits.search(lc)
+    np.testing.assert_array_equal(periods, result.periods)
+    np.testing.assert_array_equal(power, result.power)
+
+
+def test_a_figure_drawn_after_another_is_the_figure_drawn_first(model: OnnxModel) -> None:
+    """Each thread reuses one matplotlib figure: nothing of the previous alert may stay in it."""
+    import threading
+
+    def draw(names: list[str], out: list[bytes]) -> None:
+        for name in names:
+            data = require_data(LC + name).read_bytes()
+            out.append(figures.diagnostic_png(data, predict(model, name)["signals"][0]))
+
+    fresh: list[bytes] = []
+    reused: list[bytes] = []
+    for names, out in (([WASP126[1]], fresh), ([TOI216, WASP126[1]], reused)):
+        thread = threading.Thread(target=draw, args=(names, out))  # a thread of its own: a new figure
+        thread.start()
+        thread.join()
+    assert reused[1] == fresh[0]
+    assert reused[0] != fresh[0]

@@ -456,12 +456,16 @@ def adaptive_detrend(lc: LightCurve, config: SearchConfig = DEFAULT_CONFIG
 
 
 def periodogram(lc: LightCurve, config: SearchConfig = DEFAULT_CONFIG) -> tuple[np.ndarray, np.ndarray]:
-    """(periods, BLS SNR) of the first search, e.g. for a diagnostic figure."""
+    """(periods, BLS SNR) of the first search, as the search saw it (``SearchResult.power``): in full
+    around the scan's peaks, the scan's elsewhere. E.g. for a diagnostic figure."""
     flat, _, config = adaptive_detrend(lc, config)
-    t_c, y_c, dy_c = _series(lc.time, flat, max(config.coarse_bin_minutes / 1440.0, lc.cadence_days))
+    coarse_days = max(config.coarse_bin_minutes / 1440.0, lc.cadence_days)
+    t_c, y_c, dy_c = _series(lc.time, flat, coarse_days)
+    scan_days = max(config.scan_bin_minutes / 1440.0, coarse_days)
+    bls = BoxLeastSquares(t_c, y_c, dy=dy_c)
+    scan_bls = BoxLeastSquares(*_series(lc.time, flat, scan_days)) if scan_days > coarse_days else bls
     periods = period_grid(lc.baseline_days, config)
-    power, _ = _coarse_power(BoxLeastSquares(t_c, y_c, dy=dy_c), periods, _duration_plan(periods, config),
-                             config.bls_oversample)
+    power, _ = _scanned_power(bls, scan_bls, periods, _duration_plan(periods, config), config)
     return periods, power
 
 
