@@ -12,6 +12,7 @@ from data_paths import require_data
 
 import schemas
 from stream.errors import Rejected
+from stream.features import spectra
 from stream.models.registry import LocalRegistry
 from stream.scoring.onnx_model import OnnxModel
 from training import smass
@@ -33,7 +34,7 @@ def test_taxonomy_parsing_and_main_group_counts():
     counts = Counter(smass.GROUP_NAMES[i] for i in data.group)
     assert counts == {"S": 549, "C": 397, "X": 238, "Other": 157}
     assert not data.skipped  # no Q and no unclassified object among the spectra
-    assert data.features.shape == (1341, len(smass.spectra.WAVELENGTH_GRID_UM))
+    assert data.features.shape == (1341, len(spectra.WAVELENGTH_GRID_UM))
     assert "1996 UK" in data.objects
 
 
@@ -49,7 +50,7 @@ def test_survey_variants_go_through_the_serving_preprocessing():
     s3os2 = variants["cut_0.49-0.92um (S3OS2 range)"]
     assert np.all(s3os2[:, :10] == s3os2[:, 10:11])  # 0.44-0.485 held at the 0.49 value
     # The slope variants tilt the spectrum about 0.55 µm and nothing else.
-    grid = smass.spectra.WAVELENGTH_GRID_UM
+    grid = spectra.WAVELENGTH_GRID_UM
     ratio = np.median(variants["slope_+0.05_per_um"] / data.features, axis=0)
     assert ratio == pytest.approx(1 + 0.05 * (grid - 0.55), abs=2e-3)
 
@@ -60,7 +61,7 @@ def test_slope_jitter_tilts_each_training_spectrum_about_the_normalisation_point
     recipe_off = {"crop_prob": 0.0, "curvature_jitter": 0.0, "bump_jitter": 0.0}
     cfg = smass.ModelConfig(noise=0.0, edge_cut_prob=0.0, slope_jitter=0.1, **recipe_off)
     out = smass.augment(data.features, np.zeros_like(data.features), np.random.default_rng(0), cfg)
-    grid = smass.spectra.WAVELENGTH_GRID_UM - 0.55
+    grid = spectra.WAVELENGTH_GRID_UM - 0.55
     slopes = np.array([np.polyfit(grid, row, 1)[0] for row in out / data.features])
     assert np.allclose(out / data.features, 1 + slopes[:, None] * grid, atol=1e-5)  # a pure tilt
     assert np.all(np.abs(slopes) <= 0.1) and slopes.std() > 0.04  # drawn per spectrum within ±0.1 per µm
@@ -72,7 +73,7 @@ def test_slope_jitter_tilts_each_training_spectrum_about_the_normalisation_point
 def test_issue13_augmentations_keep_the_normalisation_and_crop_with_a_mask():
     """Cropping holds the ends flat and zeroes the mask there, as the reader does for a spectrum that
     stops short; curvature and bumps change the shape but keep 1.0 at 0.55 µm; all off = plain augment."""
-    grid = smass.spectra.WAVELENGTH_GRID_UM
+    grid = spectra.WAVELENGTH_GRID_UM
     x = np.tile((1 + 0.5 * (grid - 0.55)).astype(np.float32), (64, 1))
     cfg = smass.ModelConfig(noise=0.0, edge_cut_prob=0.0, crop_prob=1.0, curvature_jitter=0.05, bump_jitter=0.05,
                             coverage_mask=True)
@@ -98,7 +99,7 @@ def test_a_coverage_mask_model_ignores_values_outside_the_coverage():
     """The coverage-mask model takes (reflectance, coverage) and whatever stands where coverage is 0
     does not change its answer: a held-flat or garbage end is not data."""
     pytest.importorskip("tensorflow", reason="the model needs the train extra (TensorFlow)")
-    grid = smass.spectra.WAVELENGTH_GRID_UM
+    grid = spectra.WAVELENGTH_GRID_UM
     cfg = smass.ModelConfig(members=1, coverage_mask=True)
     _, serve = smass.build_model(cfg, len(grid))
     assert [i.name for i in serve.inputs] == [smass.INPUT_NAME, smass.COVERAGE_NAME]
@@ -122,7 +123,7 @@ def test_model_sees_band_shape_apart_from_slope_and_folds_bus_classes_into_main_
     data = smass.load_smass(require_data("smass2"), limit=20)
     cfg = smass.ModelConfig(members=2, continuum=True, bus_vote=True)  # with the coverage input (the default)
     train, serve = smass.build_model(cfg, data.features.shape[1])
-    grid = smass.spectra.WAVELENGTH_GRID_UM
+    grid = spectra.WAVELENGTH_GRID_UM
     line = (1.0 + 0.8 * (grid - 0.55)).astype(np.float32)[None, :]  # a pure red slope, no band
     full = np.ones_like(data.features)
     continuum = keras.Model(serve.inputs, serve.get_layer("continuum_removed").output)
@@ -163,7 +164,7 @@ def test_quick_training_run_exports_checks_and_publishes(tmp_path):
     mv = reg.load("smass", metrics["version"])
     meta = mv.metadata
     assert meta["name"] == "smass-cnn"
-    assert meta["wavelength_grid_um"] == pytest.approx(smass.spectra.WAVELENGTH_GRID_UM.tolist())
+    assert meta["wavelength_grid_um"] == pytest.approx(spectra.WAVELENGTH_GRID_UM.tolist())
     assert meta["class_names"] == list(smass.GROUP_NAMES)
     assert meta["training_data"]["sha256"]["smass2data.tar.gz"].startswith("dacf575e")
     assert {"inputs", "outputs"} <= set(meta["io"]) and meta["io"]["inputs"][0]["shape"] == [None, 97]

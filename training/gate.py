@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "add_gate_arguments",
     "EvalSet",
     "GateDecision",
     "argmax_metrics",
@@ -421,3 +422,17 @@ def gate_and_publish(registry_uri: str, task: str, label: str, onnx_bytes: bytes
         log(f"published {label} as {task} v{version} in {uri}"
             + ("" if decision.accepted else " unpromoted (refused by the gate, kept for inspection)"))
     return decision, version, uri
+
+
+def add_gate_arguments(parser: Any, task: str, evaluated_on: str, metric: str) -> None:
+    """``--with-labels``, ``--gate-tolerance`` and ``--keep-refused`` of `skystream train TASK`: retrain with
+    curated labels and publish through the gate. ``evaluated_on``: what the candidate and champion are
+    compared on; ``metric``: the gate's primary metric, in words."""
+    parser.add_argument("--with-labels", metavar="SOURCE", default=None,
+                        help=f"retrain with curated labels (task {task}) from a broker host:port or a JSON-lines "
+                             f"dump (`skystream labels dump`); publish only if the candidate is not worse than "
+                             f"the registry's champion on {evaluated_on}")
+    parser.add_argument("--gate-tolerance", type=float, default=0.0,
+                        help=f"with --with-labels: accepted loss in {metric} (default 0)")
+    parser.add_argument("--keep-refused", action="store_true",
+                        help="with --with-labels: store a refused candidate as an unpromoted version")

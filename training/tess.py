@@ -40,6 +40,7 @@ import numpy as np
 from stream.features.transits import GLOBAL_BINS, LOCAL_BINS, normalise_view
 from stream.scoring.transit_predictor import CLASSES, MODEL_NAME, SCALAR_FEATURES, scalar_features
 from stream.settings import shared_data
+from training.gate import add_gate_arguments
 from training.result import TrainResult
 
 if TYPE_CHECKING:
@@ -85,15 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=0, help="use only the first N train and val events (tests)")
     parser.add_argument("--report", type=Path, help="also write the metrics report (metrics, training, ONNX check) "
                         "as JSON here")
-    parser.add_argument("--with-labels", metavar="SOURCE", default=None,
-                        help="retrain with curated labels (task tess) from a broker host:port or a JSON-lines dump "
-                             "(`skystream labels dump`), applied to train and val; publish only if the candidate "
-                             "is not worse than the registry's champion on the relabelled val split")
-    parser.add_argument("--gate-tolerance", type=float, default=0.0,
-                        help="with --with-labels: accepted loss in the mean of triage and vetting average "
-                             "precision on val (default 0)")
-    parser.add_argument("--keep-refused", action="store_true",
-                        help="with --with-labels: store a refused candidate as an unpromoted version")
+    add_gate_arguments(parser, "tess", "the relabelled val split (the labels apply to train and val)",
+                       "the mean of triage and vetting average precision on val")
 
 
 # -- data ----------------------------------------------------------------------------------------

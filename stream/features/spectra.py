@@ -1,7 +1,7 @@
 """Asteroid reflectance spectra: read a table, clean it, resample it to the model grid, normalise at 0.55 µm.
 
 This is the ONE implementation of spectrum preprocessing: the stream calls ``spectrum_features`` and
-training (training/smass.py) calls the same functions, so the two cannot drift apart.
+training (training/smass/) calls the same functions, so the two cannot drift apart.
 
 Input: a text table of two or three columns (wavelength, reflectance[, 1-sigma error]), separated by
 whitespace, tabs, commas or semicolons, with optional header and comment lines (# % !). SMASSII

@@ -1,6 +1,6 @@
 """Calibrated probabilities and the border flag of a spectrum prediction, driven by the model's metadata.
 
-A model's metadata may carry (training/smass.py writes both; docs/experiments/issue13/RESULTS.md §3):
+A model's metadata may carry (training/smass/calibration.py writes both; docs/experiments/issue13/RESULTS.md §3):
 
 - ``calibration: {"temperature": T}``: main-group probabilities are tempered, p ∝ p^(1/T) (T > 1 softens).
   Without it the probabilities are served as the model gives them.

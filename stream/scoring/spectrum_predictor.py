@@ -1,6 +1,6 @@
 """SpectrumFeatures → Prediction with the SMASS ONNX model (main group and Bus class).
 
-The model's metadata says what it expects (written by training/smass.py): ``wavelength_grid_um``,
+The model's metadata says what it expects (written by training/smass/metadata.py): ``wavelength_grid_um``,
 ``input_name``, ``output_names`` {"main_group", "bus_class"}, ``class_names``, ``bus_class_names``;
 optionally ``coverage_name`` (a second input: 1 where the grid point lies inside the data), ``calibration``
 and ``border_rule`` (stream/scoring/calibration.py), ``bus_to_main_group``.

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from stream.features.spectra import object_name  # noqa: E402
 from stream.models.registry import BUNDLED  # noqa: E402
-from training.cross_survey import CONFIDENT, cross_survey_metrics, iter_smass1, main_group_labels  # noqa: E402
+from training.smass.cross_survey import CONFIDENT, cross_survey_metrics, iter_smass1, main_group_labels  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 SMASS1 = DATA / "smass1" / "smass1data.tar.gz"

@@ -33,9 +33,9 @@ def mask_of(q):
 
 
 def through_reader(spectrum, slope=0.0, lo=None, hi=None, min_cov=0.6):
-    s = smass._tilted(spectrum, slope) if slope else spectrum
+    s = smass.variants._tilted(spectrum, slope) if slope else spectrum
     if lo is not None:
-        s = smass._cut(s, lo, hi)
+        s = smass.variants._cut(s, lo, hi)
     old = spectra.MIN_COVERAGE
     spectra.MIN_COVERAGE = min_cov
     try:
@@ -100,7 +100,7 @@ def main():
     t0 = time.time()
     data = smass.load_smass(SMASS2_DIR)
     dev, _held_out = smass.development_split(data.group)
-    d = smass._subset(data, dev)  # the 20 % held out is never touched below
+    d = smass.data.subset(data, dev)  # the 20 % held out is never touched below
     x, g, b = d.features, d.group, d.bus
     m = np.stack([mask_of(q) for q in d.quality])
     sigma = np.stack([smass.grid_sigma(s, v) for s, v in zip(d.spectra, x, strict=True)])

@@ -35,7 +35,7 @@ def main():
     cfg = smass.override_config(dataclasses.replace(smass.ModelConfig(), members=a.members, epochs=a.epochs), a.config)
     data = smass.load_smass(SMASS2_DIR)
     dev, _ = smass.development_split(data.group)
-    d = data if a.all else smass._subset(data, dev)
+    d = data if a.all else smass.data.subset(data, dev)
     m = np.stack([spectra.coverage_mask(q) for q in d.quality])
     sigma = np.stack([smass.grid_sigma(s, v) for s, v in zip(d.spectra, d.features, strict=True)])
     model = smass.train_model(cfg, d.features, sigma, d.group, d.bus, seed=a.seed, threads=1, log=lambda s: None, mask=m)

@@ -37,7 +37,7 @@ def main():
 
     data = smass.load_smass(SMASS2_DIR)
     dev, _ = smass.development_split(data.group)
-    d = smass._subset(data, dev)
+    d = smass.data.subset(data, dev)
     m = np.stack([spectra.coverage_mask(q) for q in d.quality])
     x = np.stack([slope_normalised(v, mm) for v, mm in zip(d.features, m)])
     s1 = [r for r in load_smass1(min_coverage=0.6) if r["values"] is not None]

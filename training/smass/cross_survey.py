@@ -24,6 +24,8 @@ import numpy as np
 from stream.errors import Rejected
 from stream.features.spectra import object_name, spectrum_features
 from stream.settings import shared_data
+from training.smass.data import DEFAULT_DATA
+from training.smass.labels import BUS_TO_GROUP, parse_taxonomy
 
 __all__ = ["BORDER_PAIRS", "CONFIDENT", "DEFAULT_SMASS1", "cross_survey_metrics", "evaluate_smass1",
            "iter_smass1", "main_group_labels"]
@@ -45,8 +47,6 @@ def iter_smass1(archive: Path = DEFAULT_SMASS1) -> Iterable[tuple[str, bytes]]:
 
 def main_group_labels(taxonomy_path: Path) -> dict[str, tuple[str, str]]:
     """object → (Bus class, main group) for every object with a Bus class in one of the main groups (Q has none)."""
-    from training.smass import BUS_TO_GROUP, parse_taxonomy
-
     taxonomy = parse_taxonomy(taxonomy_path.read_text(encoding="latin-1"))
     return {obj: (e.bus, BUS_TO_GROUP[e.bus]) for obj, e in taxonomy.items() if e.bus in BUS_TO_GROUP}
 
@@ -112,7 +112,6 @@ def evaluate_smass1(model: Any, archive: Path = DEFAULT_SMASS1, taxonomy_path: P
     border flag). Files the reader or the predictor refuses count as rejected, with their reasons.
     """
     from stream.scoring.spectrum_predictor import predict_spectra
-    from training.smass import DEFAULT_DATA
 
     labels = main_group_labels(taxonomy_path or DEFAULT_DATA / "Bus.Taxonomy.txt")
     predictions, truth, rejected, n_files = [], [], {}, 0
