@@ -213,3 +213,34 @@ def test_contradictory_flags_exit_2_without_training(flags, why, tmp_path, capsy
     out = capsys.readouterr().out
     assert "train smass: invalid arguments: " in out and why in out
     assert not (tmp_path / "r.json").exists()
+
+
+def test_cross_survey_set_reads_as_the_stream_reads_it():
+    """The Mahlke et al. (2022) rows become tables the stream's reader takes: reflectance 1 at 0.55 µm,
+    classes in this project's main groups (Q apart), the source of each row kept for splitting."""
+    from training.smass.cross_survey import MAHLKE_TO_GROUP, iter_mahlke2022
+
+    rows = list(iter_mahlke2022(require_data("mahlke2022/class_vis_dev.csv")))
+    assert len(rows) == 718 and len({r.name for r in rows}) == 718
+    assert Counter(r.group for r in rows) == {"S": 323, "X": 126, "C": 122, "Other": 113, "Q": 34}
+    assert len({r.source for r in rows}) == 30
+    assert set(MAHLKE_TO_GROUP.values()) - {"Q"} == set(smass.GROUP_NAMES)
+    hygiea = rows[0]
+    assert (hygiea.asteroid, hygiea.mahlke_class, hygiea.group) == ("10", "C", "C")
+    spectrum = spectra.read_spectrum(hygiea.table, name=hygiea.name)
+    assert spectrum.reflectance[spectrum.wavelength_um == 0.55] == pytest.approx(1.0)
+    values, quality = spectra.resample(spectrum)
+    assert np.isfinite(values).all() and 0.5 < quality["coverage_fraction"] <= 1.0
+
+
+def test_bus_head_targets_without_a_bus_class_stay_in_the_main_group():
+    from training.smass.fitting import _bus_targets
+
+    group = np.array([smass.GROUP_NAMES.index(g) for g in ("C", "X", "S")])
+    targets = _bus_targets(np.array([smass.BUS_CLASS_NAMES.index("Ch"), -1, -1]), group)
+    assert targets[0].tolist() == np.eye(len(smass.BUS_CLASS_NAMES))[smass.BUS_CLASS_NAMES.index("Ch")].tolist()
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0)
+    for row, g in zip(targets[1:], ("X", "S"), strict=True):
+        inside = [smass.BUS_TO_GROUP[b] == g for b in smass.BUS_CLASS_NAMES]
+        assert row[inside].min() > 0 and row[~np.array(inside)].max() == 0
+        assert np.ptp(row[inside]) == 0  # evenly spread

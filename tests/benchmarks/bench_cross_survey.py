@@ -1,6 +1,14 @@
-"""Cross-survey check (issue 13): SMASS I spectra, another instrument, scored with the real `skystream score`.
+"""Cross-survey check: spectra from other instruments scored with the real `skystream score`.
 
-    python tests/benchmarks/bench_cross_survey.py [--version N] [--registry DIR]
+    python tests/benchmarks/bench_cross_survey.py [--version N] [--registry DIR]               # SMASS I
+    python tests/benchmarks/bench_cross_survey.py --set mahlke2022 [--version N] [--registry DIR]
+
+--set mahlke2022 (issue 17): the 718 visible spectra of ../shared/data/mahlke2022 (30 sources, Mahlke et
+al. 2022 classes in main groups; the 34 Q rows apart, as SMASSII has none), written as two-column
+tables (training.smass.cross_survey.iter_mahlke2022) and scored the same way; prints the same numbers,
+the share of all scored spectra wrong with p > 0.9, and accuracy and ECE per source (40+ spectra).
+
+SMASS I (the default, issue 13):
 
 Unpacks ../shared/data/smass1/smass1data.tar.gz into a temporary directory, keeps the spectra of asteroids
 with a Bus class in one of the main groups (labels by asteroid number from smass2/Bus.Taxonomy.txt), runs
@@ -23,12 +31,21 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from stream.features.spectra import object_name  # noqa: E402
 from stream.models.registry import BUNDLED  # noqa: E402
-from training.smass.cross_survey import CONFIDENT, cross_survey_metrics, iter_smass1, main_group_labels  # noqa: E402
+from training.smass.cross_survey import (  # noqa: E402
+    CONFIDENT,
+    cross_survey_metrics,
+    ece,
+    iter_mahlke2022,
+    iter_smass1,
+    main_group_labels,
+)
 
 DATA = ROOT.parent / "shared" / "data"
 SMASS1 = DATA / "smass1" / "smass1data.tar.gz"
@@ -76,7 +93,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--version", help="smass version to make champion in the copy (default: the bundled champion)")
     ap.add_argument("--registry", type=Path, default=BUNDLED, help="registry to copy (default: the bundled one)")
+    ap.add_argument("--set", choices=("smass1", "mahlke2022"), default="smass1", help="which spectra (default smass1)")
     args = ap.parse_args()
+    if args.set == "mahlke2022":
+        mahlke(args)
+        return
     labels = main_group_labels(TAXONOMY)
     with tempfile.TemporaryDirectory(prefix="bench-cross-survey-") as tmp:
         tmp = Path(tmp)
@@ -121,6 +142,46 @@ def main() -> None:
              else f"scored: {cut_result['main_group']} (border {cut_result.get('border')})")
     state += f", true {labels[object_name(first)][0]} ({labels[object_name(first)][1]})"
     print(f"  {first} cut to 0.50-0.82 µm    {state}")
+
+
+def mahlke(args: argparse.Namespace) -> None:
+    """The Mahlke et al. (2022) cross-survey set through `skystream score`."""
+    rows = [r for r in iter_mahlke2022() if r.group in GROUPS]
+    with tempfile.TemporaryDirectory(prefix="bench-cross-survey-") as tmp:
+        tmp = Path(tmp)
+        files = []
+        for r in rows:
+            path = tmp / r.name
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(r.table)
+            files.append(path)
+        results = skystream_score(files, registry_with_champion(tmp, args.registry, args.version))
+    scored = [(res, r) for res, r in zip(results, rows, strict=True) if not res.get("rejected")]
+    rejected = [res for res in results if res.get("rejected")]
+    m = cross_survey_metrics([res for res, _ in scored], [r.group for _, r in scored], GROUPS,
+                             n_rejected=len(rejected))
+    confidence = np.array([max((res.get("calibrated_probabilities") or res["probabilities"]).values())
+                           for res, _ in scored])
+    correct = np.array([res["main_group"] == r.group for res, r in scored], dtype=float)
+    version = scored[0][0]["model_version"] if scored else "?"
+    print(f"smass v{version} via `skystream score`: mahlke2022, {len(rows)} spectra in the main groups "
+          f"({sum(r.group == 'Q' for r in iter_mahlke2022())} Q rows apart), {len({r.source for r in rows})} sources")
+    print(f"  weighted F1 (main group)        {m['weighted_f1']:.4f}   accuracy {m['accuracy']:.4f}")
+    print("  per-class F1                    " + "  ".join(f"{k} {v:.3f}" for k, v in m["per_class_f1"].items()))
+    print(f"  confusion (rows true {GROUPS})  {m['confusion_matrix']['counts']}")
+    print(f"  rejected                        {len(rejected)} ({m['rejected_fraction']:.1%})"
+          + (f": {sorted({r['reason'] for r in rejected})}" if rejected else ""))
+    print(f"  top-class ECE (15 bins)         {m['ece_top_class']:.3f}   "
+          f"uncalibrated {m['ece_top_class_uncalibrated']:.3f}")
+    print(f"  wrong with p > {CONFIDENT}            {np.mean((correct == 0) & (confidence > CONFIDENT)):.1%} "
+          f"of the scored ({int(np.sum((correct == 0) & (confidence > CONFIDENT)))})")
+    print(f"  border flagged                  {m['border_flagged_fraction']:.1%}")
+    sources = np.array([r.source for _, r in scored])
+    for s in sorted(set(sources), key=lambda s: -(sources == s).sum()):
+        sel = sources == s
+        if sel.sum() >= 40:
+            print(f"  source {s:>3} ({sel.sum():3d} spectra)     accuracy {correct[sel].mean():.3f}   "
+                  f"ECE {ece(confidence[sel], correct[sel]):.3f}")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,11 @@ these 99 asteroids, so this measures the instrument change, not new objects
 
 from __future__ import annotations
 
+import csv
+import re
 import tarfile
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +30,61 @@ from stream.settings import shared_data
 from training.smass.data import DEFAULT_DATA
 from training.smass.labels import BUS_TO_GROUP, parse_taxonomy
 
-__all__ = ["BORDER_PAIRS", "CONFIDENT", "DEFAULT_SMASS1", "cross_survey_metrics", "evaluate_smass1",
-           "iter_smass1", "main_group_labels"]
+__all__ = ["BORDER_PAIRS", "CONFIDENT", "DEFAULT_MAHLKE2022", "DEFAULT_SMASS1", "MAHLKE_TO_GROUP", "MahlkeSpectrum",
+           "cross_survey_metrics", "ece", "evaluate_smass1", "iter_mahlke2022", "iter_smass1", "main_group_labels"]
 
 DEFAULT_SMASS1 = shared_data() / "smass1" / "smass1data.tar.gz"
 ORIGIN = "http://smass.mit.edu/smass.html (Xu et al. 1995, Icarus 115, 1): smass1data.tar.gz"
 BORDER_PAIRS = ({"S", "Other"}, {"C", "X"})  # the confusions users care about (issue 13)
 CONFIDENT = 0.9  # "confident" answer: top (calibrated) probability above this
 ECE_BINS = 15
+
+DEFAULT_MAHLKE2022 = shared_data() / "mahlke2022" / "class_vis_dev.csv"
+# Mahlke et al. 2022 classes to this project's main groups. Q is S-complex in Bus-DeMeo, but SMASSII has
+# no Q spectrum, so the model never learnt it: Q rows are kept apart (group "Q"), not scored as S.
+MAHLKE_TO_GROUP = {
+    **dict.fromkeys(("B", "C", "Ch"), "C"),
+    "S": "S",
+    "Q": "Q",
+    **dict.fromkeys(("X", "Xe", "M", "Me", "P", "Pe", "E", "Ee"), "X"),
+    **dict.fromkeys(("A", "D", "K", "L", "O", "R", "V", "Z"), "Other"),
+}
+
+
+@dataclass(frozen=True)
+class MahlkeSpectrum:
+    """One visible spectrum of the Mahlke et al. (2022) cross-survey set, as a table the stream reads."""
+
+    name: str  # "mahlke2022/<row>_<number or name>.txt": row-unique (an asteroid may have several spectra)
+    asteroid: str  # the number, or the name when unnumbered
+    source: str  # the ``ref_spectrum`` key: one survey or paper (reference_spectra.csv)
+    mahlke_class: str
+    group: str  # MAHLKE_TO_GROUP of the class
+    table: bytes  # "wavelength_um reflectance" rows, reflectance normalised to 1 at 0.55 µm
+
+
+def iter_mahlke2022(path: Path = DEFAULT_MAHLKE2022) -> Iterable[MahlkeSpectrum]:
+    """Every row of the Mahlke et al. (2022) visible set, in file order.
+
+    The file holds ln(reflectance) after a per-sample offset ("mixnorm") on a 0.025 µm grid, empty where
+    not observed: exp() of a row divided by its value at 0.55 µm is the reflectance normalised there.
+    """
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        grid = [c for c in reader.fieldnames or [] if re.fullmatch(r"\d+\.\d+", c)]
+        for i, row in enumerate(reader):
+            observed = [(float(c), float(row[c])) for c in grid if row[c].strip()]
+            if not observed:
+                continue
+            wavelength = np.array([w for w, _ in observed])
+            reflectance = np.exp(np.array([v for _, v in observed]))
+            reflectance /= np.interp(0.55, wavelength, reflectance)
+            asteroid = str(int(float(row["number"]))) if row["number"].strip() else row["name"].strip()
+            table = "".join(f"{w:.3f} {r:.5f}\n" for w, r in zip(wavelength, reflectance, strict=True))
+            source = str(int(float(row["ref_spectrum"])))
+            yield MahlkeSpectrum(name=f"mahlke2022/{i:04d}_{asteroid.replace(' ', '_')}.txt", asteroid=asteroid,
+                                 source=source, mahlke_class=row["class_"].strip(),
+                                 group=MAHLKE_TO_GROUP.get(row["class_"].strip(), "?"), table=table.encode())
 
 
 def iter_smass1(archive: Path = DEFAULT_SMASS1) -> Iterable[tuple[str, bytes]]:
@@ -51,7 +101,7 @@ def main_group_labels(taxonomy_path: Path) -> dict[str, tuple[str, str]]:
     return {obj: (e.bus, BUS_TO_GROUP[e.bus]) for obj, e in taxonomy.items() if e.bus in BUS_TO_GROUP}
 
 
-def _ece(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:
+def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:
     """Top-class expected calibration error with equal-width bins on [0, 1]."""
     total = 0.0
     edges = np.linspace(0, 1, bins + 1)
@@ -93,8 +143,8 @@ def cross_survey_metrics(predictions: list[Mapping[str, Any]], truth: list[str],
         "confusion_matrix": {"labels": group_names, "rows": "true", "columns": "predicted",
                              "counts": confusion_matrix(truth, pred, labels=group_names).tolist() if n else []},
         "s_called_other": sum(1 for a, b in zip(truth, pred, strict=True) if a == "S" and b == "Other"),
-        "ece_top_class": _ece(confidence, correct) if n else None,
-        "ece_top_class_uncalibrated": _ece(raw_confidence, correct) if n else None,
+        "ece_top_class": ece(confidence, correct) if n else None,
+        "ece_top_class_uncalibrated": ece(raw_confidence, correct) if n else None,
         "ece_bins": ECE_BINS,
         "border_flagged_fraction": float(border.mean()) if n else None,
         "error_rate_flagged": float(1 - correct[border].mean()) if border.any() else None,

@@ -7,13 +7,25 @@ import sys
 import numpy as np
 
 from training.smass.augmentation import augment_with_mask
-from training.smass.labels import BUS_CLASS_NAMES, GROUP_NAMES
+from training.smass.labels import BUS_CLASS_NAMES, BUS_TO_GROUP, GROUP_NAMES
 from training.smass.model import COVERAGE_NAME, INPUT_NAME, ModelConfig, build_model
+
+
+def _bus_targets(bus: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """(n, Bus classes) targets of the Bus head: one-hot where the Bus class is known; where it is not
+    (bus -1: spectra labelled in another taxonomy), spread evenly over the Bus classes of the main group."""
+    targets = np.eye(len(BUS_CLASS_NAMES), dtype=np.float32)[np.maximum(bus, 0)]
+    members = np.array([[BUS_TO_GROUP[b] == g for b in BUS_CLASS_NAMES] for g in GROUP_NAMES], dtype=np.float32)
+    unknown = bus < 0
+    targets[unknown] = (members / members.sum(axis=1, keepdims=True))[group[unknown]]
+    return targets
 
 
 def train_model(cfg: ModelConfig, x: np.ndarray, sigma: np.ndarray, group: np.ndarray, bus: np.ndarray,
                 seed: int, threads: int = 2, label: str = "", log=print, mask: np.ndarray | None = None):
-    """Train reproducibly; return the serving Keras model. Logs a summary per epoch (every 10th off a tty)."""
+    """Train reproducibly; return the serving Keras model. Logs a summary per epoch (every 10th off a tty).
+
+    ``bus``: index into BUS_CLASS_NAMES, or -1 where only the main group is known."""
     from training.keras_export import configure_tensorflow
 
     configure_tensorflow(seed, threads)
@@ -42,7 +54,7 @@ def train_model(cfg: ModelConfig, x: np.ndarray, sigma: np.ndarray, group: np.nd
     del parts
     order = np.concatenate(orders)
     y_group = np.eye(len(GROUP_NAMES), dtype=np.float32)[group[order]]
-    y_bus = np.eye(len(BUS_CLASS_NAMES), dtype=np.float32)[bus[order]]
+    y_bus = _bus_targets(bus, group)[order]
     targets = {}
     for m in range(cfg.members):  # every member sees the same stream; they differ by initialisation
         targets[f"group_{m}"], targets[f"bus_{m}"] = y_group, y_bus
