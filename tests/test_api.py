@@ -13,6 +13,7 @@ import dataclasses
 import html.parser
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -343,8 +344,16 @@ def test_pages_show_alerts_objects_and_models(server: str) -> None:
     assert (status, ctype) == (400, "text/html") and b"min_score" in body
 
     star = page(server + "/ui/objects/TIC%2025155310")
-    assert len(star.images) == 3  # periods over sectors, and each sector's alert figure
+    folds = [src for src in star.images if "/signals/" in src]
+    # Periods over sectors, each signal of each sector folded (sector 1: WASP-126 b and a weaker one;
+    # sector 6: WASP-126 b), and each sector's alert figure.
+    assert len(folds) == 3 and len(star.images) == 1 + 3 + 2
+    assert sum(f"#fold-{src.split('/')[-2][:16]}-{src.split('/')[-1][:-4]}" in star.links for src in folds) == 3
     assert_pngs(server, star.images)
+    status, _, body = fetch(server + folds[0].rsplit("/", 1)[0] + "/7.png")
+    assert status == 404 and b"has no signal 7" in body
+    status, _, _ = fetch(server + "/ui/objects/TIC%2025155310/signals/" + "0" * 64 + "/0.png")
+    assert status == 404
     vesta = page(server + "/ui/objects/4")
     assert len(vesta.images) == 1
     assert_pngs(server, vesta.images)
@@ -386,7 +395,6 @@ def test_pages_render_in_headless_chromium(server: str, path: str, tmp_path: Pat
 
 @pytest.mark.slow
 def test_demo_tells_where_to_look_and_serves_its_archive(tmp_path: Path, smass_dir: Path) -> None:
-    import os
     import signal
 
     from helpers import wait_until
@@ -421,3 +429,26 @@ def test_demo_tells_where_to_look_and_serves_its_archive(tmp_path: Path, smass_d
     assert demo.returncode == 0, out[-2000:]
     assert "skystream alerts --archive" in out and "skystream history --archive" in out
     assert f"http://127.0.0.1:{port}/" in out
+
+
+def test_history_lists_a_stars_signals_and_draws_each_folded(archived: Settings, tmp_path: Path) -> None:
+    env = {**os.environ, "SKYSTREAM_ARCHIVE": archived.archive, "SKYSTREAM_SOURCES": archived.sources,
+           "SKYSTREAM_BROKER": ""}
+    run = [sys.executable, "-m", "stream.cli", "history", "TIC 25155310", "--signals", "--figures", str(tmp_path)]
+    done = subprocess.run(run, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = [line.split() for line in done.stdout.splitlines() if line.startswith("TIC 25155310")]
+    # object (2 words), sector, signal number, period, epoch, ...
+    assert [(row[2], row[3]) for row in lines] == [("1", "1"), ("1", "2"), ("6", "1")]
+    assert all(row[4].startswith("3.28") for row in lines if row[3] == "1")
+    assert "TOI-114.01" in done.stdout
+    figures = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert figures == ["TIC25155310_s01_1_v1.png", "TIC25155310_s01_2_v1.png", "TIC25155310_s06_1_v1.png"]
+    assert all((tmp_path / name).read_bytes().startswith(PNG) for name in figures)
+
+    # The file gone from the sources: the listing still works, the figures say why they are missing.
+    elsewhere = {**env, "SKYSTREAM_SOURCES": str(tmp_path / "nowhere")}
+    done = subprocess.run(run[:-2] + ["--figures", str(tmp_path / "again")], env=elsewhere, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 1 and done.stdout.count("TIC 25155310") == 3
+    assert "outside-sources" in done.stderr or "not under the configured sources" in done.stderr

@@ -261,3 +261,17 @@ def test_a_figure_drawn_after_another_is_the_figure_drawn_first(model: OnnxModel
         thread.join()
     assert reused[1] == fresh[0]
     assert reused[0] != fresh[0]
+
+
+def test_figure_folds_each_signal_as_the_model_saw_it() -> None:
+    """A second signal's views leave out the first signal's transits, in the figure as in the search."""
+    lc = read_lightcurve(require_data(LC + WASP126[0]).read_bytes())
+    result = transits.search(lc)
+    records = [s.record() for s in result.signals]
+    assert len(records) >= 2
+    for i, record in enumerate(records):
+        g, loc = figures.folded_views(result.time, result.flat, record, records[:i], result.config)
+        np.testing.assert_allclose(g, record["global_view"], atol=1e-9)
+        np.testing.assert_allclose(loc, record["local_view"], atol=1e-9)
+    unmasked, _ = figures.folded_views(result.time, result.flat, records[1])
+    assert not np.allclose(unmasked, records[1]["global_view"])  # WASP-126 b's transits would show in it

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -26,8 +27,9 @@ from matplotlib.ticker import ScalarFormatter
 
 from stream.features import transits
 from stream.features.lightcurves import read_lightcurve
+from stream.settings import Settings
 
-__all__ = ["diagnostic_png"]
+__all__ = ["diagnostic_png", "folded_views", "signal_png", "source_bytes"]
 
 
 def _markers(xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,6 +107,19 @@ def _template(dpi: int) -> _Template:
     return templates[dpi]
 
 
+def folded_views(time: np.ndarray, flat: np.ndarray, signal: dict[str, Any], earlier: Sequence[dict[str, Any]] = (),
+                 config: transits.SearchConfig = transits.DEFAULT_CONFIG) -> tuple[np.ndarray, np.ndarray]:
+    """(global view, local view) of ``signal`` in the detrended flux, the transits of the ``earlier``
+    signals left out as the search leaves them out: the views the model read."""
+    keep = np.ones(time.size, dtype=bool)
+    for s in earlier:
+        keep &= ~transits.in_transit(time, float(s["period_days"]), float(s["epoch_btjd"]),
+                                     float(s["duration_hours"]) / 24.0, config)
+    period, epoch = float(signal["period_days"]), float(signal["epoch_btjd"])
+    return (transits.global_view(time[keep], flat[keep], period, epoch),
+            transits.local_view(time[keep], flat[keep], period, epoch, float(signal["duration_hours"]) / 24.0))
+
+
 def diagnostic_png(
     data: bytes,
     signal: dict[str, Any],
@@ -112,13 +127,15 @@ def diagnostic_png(
     triage_probability: float | None = None,
     planet_probability: float | None = None,
     title: str | None = None,
+    earlier: Sequence[dict[str, Any]] = (),
     dpi: int = 72,
 ) -> bytes:
     """PNG bytes of the diagnostic figure for one signal of a light-curve FITS file.
 
     ``signal`` is a SignalPrediction (or TransitSignal) record: period_days, epoch_btjd,
     duration_hours, depth_ppm, snr and, when present, triage_probability/planet_probability
-    (the keyword arguments override them).
+    (the keyword arguments override them). ``earlier``: the signals found before it in the same
+    search, whose transits are left out of its folded views, as they were of the views the model read.
     """
     lc = read_lightcurve(data)
     flat, _, config = transits.adaptive_detrend(lc)
@@ -133,8 +150,7 @@ def diagnostic_png(
 
     t_bin, y_bin, _ = transits.bin_means(lc.time, flat, 30.0 / 1440.0)
     first = epoch + np.ceil((lc.time[0] - epoch) / period) * period
-    g = transits.global_view(lc.time, flat, period, epoch)
-    loc = transits.local_view(lc.time, flat, period, epoch, duration)
+    g, loc = folded_views(lc.time, flat, signal, earlier, config)
     titles = (
         title or f"{lc.object} sector {lc.sector}: detrended {lc.flux_column} (30-min bins)",
         f"P = {period:.5f} d, T0 = {epoch:.4f} BTJD, duration {duration * 24:.2f} h, "
@@ -146,3 +162,25 @@ def diagnostic_png(
         t_bin=t_bin, y_ppm=(y_bin - 1.0) * 1e6, transit_times=np.arange(first, lc.time[-1] + duration, period),
         periods=periods, power=power, period=period, g=g, loc=loc,
         half_hours=min(period / 2, 2 * duration) * 24, titles=titles)
+
+
+def source_bytes(prediction: dict[str, Any], settings: Settings) -> bytes:
+    """The light-curve file a prediction was made from, read again (the claim check of the figures).
+
+    The same allow-list as the worker's first read: a forged message or archive row names a URI too.
+    Rejected('outside-sources') outside the configured sources, Rejected when the file is gone."""
+    from stream.ingest import allowlist, storage
+
+    allowlist.check_uri(prediction["source"], allowlist.configured_roots(settings))
+    return storage.read_bytes(prediction["source"])
+
+
+def signal_png(prediction: dict[str, Any], index: int, settings: Settings) -> bytes:
+    """The diagnostic figure of signal ``index`` of an archived light-curve prediction, drawn from its file."""
+    signals = prediction.get("signals") or []
+    if not 0 <= index < len(signals):
+        raise LookupError(f"prediction {prediction['prediction_id'][:16]} has no signal {index}")
+    signal = signals[index]
+    title = (f"{prediction['object']} sector {prediction.get('sector')}: signal {index + 1} of {len(signals)}, "
+             f"P = {signal['period_days']:.4f} d" + (f" ({signal['known_toi']})" if signal.get("known_toi") else ""))
+    return diagnostic_png(source_bytes(prediction, settings), signal, title=title, earlier=signals[:index])

@@ -82,16 +82,13 @@ def alerts_for(prediction: dict[str, Any], settings: Settings | None = None) -> 
     # Astronomers look at the light curve before they trust a candidate: every transit alert carries
     # the diagnostic figure (light curve, periodogram, folded views, scores). The file is read again
     # here (claim check); alerts are rare, so this costs nothing on the common path.
-    from stream.alerts.figures import diagnostic_png
-    from stream.ingest import allowlist, storage
+    from stream.alerts.figures import diagnostic_png, source_bytes
 
-    # The same allow-list as the worker's first read: a forged features message names a URI too.
-    allowlist.check_uri(prediction["source"], allowlist.configured_roots(settings))
-    data = storage.read_bytes(prediction["source"])
+    data = source_bytes(prediction, settings)
     out = []
     for a in found:
         signal = prediction["signals"][a["signal_index"]]
-        png = diagnostic_png(data, signal, title=a["summary"][:110])
+        png = diagnostic_png(data, signal, title=a["summary"][:110], earlier=prediction["signals"][:a["signal_index"]])
         out.append(_alert(prediction, a["reason"], a["score"], a["summary"], signal, a["signal_index"],
                           **_store_figure(png, a, prediction, Path(settings.artifacts))))
     return out

@@ -292,6 +292,25 @@ async def periods_png(request: web.Request) -> web.Response:
     return _png(await _off_loop(plots.periods_png, curves, f"{object_id}: periods found per sector"))
 
 
+async def signal_png(request: web.Request) -> web.Response:
+    """PNG of one archived transit signal, folded, drawn from its light-curve file (which must still be
+    under the configured sources); 404 when the prediction, the signal or the file is not there."""
+    from stream.alerts import figures
+    from stream.errors import Rejected
+
+    object_id, prediction_id, index = (request.match_info[k] for k in ("id", "prediction_id", "index"))
+    settings = _settings(request)
+    history = await _off_loop(queries.object_history, settings, object_id)
+    found = next((r for r in history if r["prediction_id"] == prediction_id and r.get("kind") == "lightcurve"), None)
+    if found is None or not index.isdigit():
+        raise LookupError(f"no light-curve prediction {prediction_id[:16]!r} with signal {index!r} for {object_id!r}")
+    try:
+        png = await _off_loop(figures.signal_png, found, int(index), settings)
+    except Rejected as exc:
+        raise LookupError(f"cannot draw the figure from {found['source']}: {exc}") from None
+    return web.Response(body=png, content_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+
 async def probabilities_png(request: web.Request) -> web.Response:
     """PNG of the class probabilities of an object's spectrum prediction number ``index``."""
     object_id, index = request.match_info["id"], request.match_info["index"]
@@ -386,6 +405,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.router.add_get("/ui/objects/{id}", object_view)
     app.router.add_get("/ui/objects/{id}/periods.png", periods_png)
     app.router.add_get("/ui/objects/{id}/probabilities/{index}.png", probabilities_png)
+    app.router.add_get("/ui/objects/{id}/signals/{prediction_id}/{index}.png", signal_png)
     app.router.add_get("/ui/models", models_view)
     app.router.add_get("/ui/models/{task}/{version}/{name}.png", model_figure)
     app.router.add_static("/static/", STATIC)

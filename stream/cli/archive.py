@@ -44,6 +44,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("object", help="TIC id or asteroid number / provisional designation")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output (default table)")
     p.add_argument("--archive", help="directory or s3://bucket/prefix (default: $SKYSTREAM_ARCHIVE)")
+    p.add_argument("--signals", action="store_true",
+                   help="a star's transit signals, one line each, sector by sector (table format)")
+    p.add_argument("--figures", metavar="DIR", type=Path,
+                   help="also draw each transit signal folded (the diagnostic figure) from its light-curve file, "
+                        "which must still be under $SKYSTREAM_SOURCES, into DIR")
     p.set_defaults(func=cmd_history)
 
 
@@ -123,5 +128,47 @@ def cmd_history(args: argparse.Namespace) -> int:
         if not rows:
             print(f"no archived predictions for {args.object!r}", file=sys.stderr)
             return 1
-        print(_table(rows))
+        print(_signals_table(rows) if args.signals else _table(rows))
+    if args.figures:
+        return _write_figures(rows, args.figures, settings)
     return 0
+
+
+SIGNALS = "{:<14} {:>6}  {:>3}  {:>10} {:>11} {:>6} {:>8} {:>6} {:>3} {:>6}  {:<24} {}"
+
+
+def _signals_table(rows: list[dict[str, Any]]) -> str:
+    """One line per transit signal of the light-curve predictions, in sector order."""
+    lines = [SIGNALS.format("object", "sector", "#", "period(d)", "epoch(BTJD)", "dur(h)", "depth", "SNR", "n",
+                            "P(pl)", "TOI", "file"), "-" * 130]
+    for r in rows:
+        if r["kind"] != "lightcurve":
+            continue
+        if not r["signals"]:
+            lines.append(SIGNALS.format(r["object"][:14], r["sector"] or "", "", "no signal", "", "", "", "", "", "",
+                                        "", Path(r["source"]).name))
+        for i, s in enumerate(r["signals"] or []):
+            lines.append(SIGNALS.format(
+                r["object"][:14], r["sector"] or "", i + 1, f"{s['period_days']:.5f}", f"{s['epoch_btjd']:.4f}",
+                f"{s['duration_hours']:.2f}", f"{s['depth_ppm']:.0f}", f"{s['snr']:.1f}", s["n_transits"],
+                f"{s['planet_probability']:.2f}", (s["known_toi"] or "new")[:24], Path(r["source"]).name))
+    return "\n".join(lines)
+
+
+def _write_figures(rows: list[dict[str, Any]], folder: Path, settings: Settings) -> int:
+    """Each transit signal's diagnostic figure as DIR/<object>_s<sector>_<n>.png; 1 when some could not be drawn."""
+    from stream.alerts.figures import signal_png
+    from stream.errors import Rejected
+
+    folder.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for r in rows:
+        for i, _ in enumerate(r["signals"] or [] if r["kind"] == "lightcurve" else []):
+            path = folder / f"{r['object'].replace(' ', '')}_s{r['sector'] or 0:02d}_{i + 1}_v{r['model_version']}.png"
+            try:
+                path.write_bytes(signal_png(r, i, settings))
+                print(f"wrote {path}", file=sys.stderr)
+            except Rejected as exc:
+                failed += 1
+                print(f"cannot draw {r['object']} sector {r['sector']} signal {i + 1}: {exc}", file=sys.stderr)
+    return 1 if failed else 0

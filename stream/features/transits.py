@@ -46,6 +46,7 @@ __all__ = [
     "features_from_lightcurve",
     "fold",
     "global_view",
+    "in_transit",
     "lightcurve_features",
     "local_view",
     "period_grid",
@@ -354,7 +355,11 @@ def _peaks(score: np.ndarray, periods: np.ndarray, count: int, taken: list[int] 
     return found
 
 
-def _transit_mask(time: np.ndarray, period: float, epoch: float, half_width: float) -> np.ndarray:
+def in_transit(time: np.ndarray, period: float, epoch: float, duration: float,
+               config: SearchConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """Whether each time lies within a found signal's transits as the search masks them before looking
+    for the next signal (+-mask_factor durations, at least an hour)."""
+    half_width = max(config.mask_factor * duration, 1.0 / 24.0)
     return np.abs(fold(time, period, epoch)) < half_width
 
 
@@ -535,11 +540,10 @@ def search(lc: LightCurve, config: SearchConfig = DEFAULT_CONFIG) -> SearchResul
         signals.append(signal)
         if cand.snr < config.min_snr:
             break  # nothing convincing even at the top: no further search
-        half = max(config.mask_factor * cand.duration, 1.0 / 24.0)
-        on_c &= ~_transit_mask(t_c, period, epoch, half)
-        on_f &= ~_transit_mask(t_f, period, epoch, half)
-        on_s &= ~_transit_mask(t_s, period, epoch, half)
-        on_full &= ~_transit_mask(lc.time, period, epoch, half)
+        on_c &= ~in_transit(t_c, period, epoch, cand.duration, config)
+        on_f &= ~in_transit(t_f, period, epoch, cand.duration, config)
+        on_s &= ~in_transit(t_s, period, epoch, cand.duration, config)
+        on_full &= ~in_transit(lc.time, period, epoch, cand.duration, config)
     return SearchResult(signals, lc.time, flat, trend, periods, first_power, rms, config)
 
 
