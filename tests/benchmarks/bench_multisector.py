@@ -10,7 +10,9 @@ detrended on its own: stream.features.lightcurves.stitch, stream.features.transi
   a duration of mid-transit, 10-minute bins), so a transit in a gap, at a sector's edge or in a
   systematics ramp shows as such;
 - the BLS SNR of a box at the TOI's period (durations 0.9-1.1x the TOI's) next to that of the
-  stitched search's strongest signal, and the depth of each transit of that signal.
+  stitched search's strongest signal, and the depth of each transit of that signal;
+- what the shipped TESS model and alert policy make of the stitched signals (P(planet), TOI match,
+  whether it would alert), as a multi-sector stage would score them.
 
     .venv/bin/python tests/benchmarks/bench_multisector.py [--tic 279741379]
 """
@@ -31,6 +33,9 @@ sys.path.insert(0, str(ROOT))
 from stream.features import transits  # noqa: E402
 from stream.features.lightcurves import LightCurve, read_lightcurve, stitch  # noqa: E402
 from stream.scoring import toi as toi_catalog  # noqa: E402
+from stream.scoring.scorer import scorer_for  # noqa: E402
+from stream.scoring.transit_predictor import transit_alerts  # noqa: E402
+from stream.settings import Settings  # noqa: E402
 
 LIGHT_CURVES = ROOT.parent / "shared" / "data" / "tess" / "lc"
 BIN_DAYS = 10.0 / 1440.0
@@ -68,6 +73,7 @@ def main() -> None:
     ap.add_argument("--tic", type=int, default=None, help="only this star")
     args = ap.parse_args()
     catalog = toi_catalog.load_default()
+    scorer = scorer_for(Settings())
     for tic, curves in stars().items():
         if args.tic and tic != args.tic:
             continue
@@ -80,6 +86,13 @@ def main() -> None:
         result = transits.search(lc)
         print("  stitched: " + "; ".join(f"{s.period_days:.3f} d (SNR {s.snr:.1f}, {s.n_transits} transits, "
                                          f"epoch {s.epoch_btjd:.3f})" for s in result.signals))
+        record = transits.features_from_lightcurve(lc, uri=f"stitched/TIC{tic}", file_id=f"stitched-{tic}",
+                                                   detected_at_ms=1)
+        [scored] = scorer.score("lightcurve", [record])
+        alerted = {a["signal_index"] for a in transit_alerts(scored)}
+        for i, s in enumerate(scored["signals"]):
+            print(f"    scored: {s['period_days']:.3f} d, P(planet) {s['planet_probability']:.2f}, "
+                  f"TOI {s['known_toi'] or 'none'}, {'ALERTS' if i in alerted else 'no alert'}")
         t, y, dy = transits._series(lc.time, result.flat, BIN_DAYS)
         bls = BoxLeastSquares(t, y, dy=dy)
         best = result.signals[0] if result.signals else None
