@@ -114,26 +114,26 @@ def object_page(object_id: str, history: Sequence[Mapping[str, Any]], alerts: Se
     spectra = [r for r in history if r.get("kind") == "spectrum"]
     if curves:
         base = f"/ui/objects/{quote(object_id, safe='')}"
-        rows = [[_e(r.get("sector")), _e(r.get("observation_start")), _num(s["period_days"], ".5f"),
-                 _num(s.get("epoch_btjd"), ".4f"), _e(s.get("n_transits")), _num(s["depth_ppm"], ".0f"),
-                 _num(s["snr"], ".1f"), _num(s["planet_probability"], ".2f"), _e(s.get("known_toi") or "new"),
-                 _e(f"{r['model']} v{r['model_version']}"),
-                 f'<a href="#fold-{_e(r["prediction_id"][:16])}-{i}">folded</a>']
-                for r in curves for i, s in enumerate(r.get("signals") or [])]
+        rows, folds = [], []
+        for r in curves:
+            for i, s in enumerate(r.get("signals") or []):
+                anchor = _e(f"fold-{r['prediction_id'][:16]}-{i}")
+                rows.append([_e(r.get("sector")), _e(r.get("observation_start")), _num(s["period_days"], ".5f"),
+                             _num(s.get("epoch_btjd"), ".4f"), _e(s.get("n_transits")), _num(s["depth_ppm"], ".0f"),
+                             _num(s["snr"], ".1f"), _num(s["planet_probability"], ".2f"),
+                             _e(s.get("known_toi") or "new"), _e(f"{r['model']} v{r['model_version']}"),
+                             f'<a href="#{anchor}">folded</a>'])
+                # Each signal folded, drawn on request from its light-curve file (while it is under the sources).
+                url = f"{base}/signals/{quote(r['prediction_id'], safe='')}/{i}.png"
+                folds.append(f'<figure id="{anchor}"><img loading="lazy" src="{_e(url)}" '
+                             f'alt="sector {_e(r.get("sector"))} signal {i + 1} folded">'
+                             f'<figcaption>sector {_e(r.get("sector"))}, signal {i + 1}: '
+                             f'P = {_num(s["period_days"], ".4f")} d</figcaption></figure>')
         parts.append("<h2>Transit signals by sector</h2>" + _table(
             ["sector", "observed from", "period (d)", "epoch (BTJD)", "transits", "depth (ppm)", "SNR", "P(planet)",
              "TOI", "model", ""], rows))
         if rows:
             parts.append(f'<img class="plot" src="{_e(base + "/periods.png")}" alt="periods over sectors">')
-            # Each signal folded, drawn on request from its light-curve file (while it is under the sources).
-            folds = []
-            for r in curves:
-                for i, s in enumerate(r.get("signals") or []):
-                    url = f"{base}/signals/{quote(r['prediction_id'], safe='')}/{i}.png"
-                    folds.append(f'<figure id="fold-{_e(r["prediction_id"][:16])}-{i}"><img loading="lazy" '
-                                 f'src="{_e(url)}" alt="sector {_e(r.get("sector"))} signal {i + 1} folded">'
-                                 f'<figcaption>sector {_e(r.get("sector"))}, signal {i + 1}: '
-                                 f'P = {_num(s["period_days"], ".4f")} d</figcaption></figure>')
             parts.append("<h2>Folded light curves</h2>" + "".join(folds))
     for i, r in enumerate(spectra):
         probs = r.get("probabilities") or {}

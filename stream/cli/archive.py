@@ -162,8 +162,8 @@ def _write_figures(rows: list[dict[str, Any]], folder: Path, settings: Settings)
 
     folder.mkdir(parents=True, exist_ok=True)
     failed = 0
-    for r in rows:
-        for i, _ in enumerate(r["signals"] or [] if r["kind"] == "lightcurve" else []):
+    for r in (r for r in rows if r["kind"] == "lightcurve"):
+        for i in range(len(r["signals"] or [])):
             path = folder / f"{r['object'].replace(' ', '')}_s{r['sector'] or 0:02d}_{i + 1}_v{r['model_version']}.png"
             try:
                 path.write_bytes(signal_png(r, i, settings))

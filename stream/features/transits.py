@@ -433,6 +433,18 @@ def _series(time: np.ndarray, flat: np.ndarray, width: float) -> tuple[np.ndarra
     return t[keep], y[keep], dy[keep]
 
 
+Series = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _coarse_and_scan_series(lc: LightCurve, flat: np.ndarray, config: SearchConfig) -> tuple[Series, Series]:
+    """The binned series the full period grid and its sparser scan run on; the same tuple twice when the
+    scan's bins are no wider than the coarse ones."""
+    coarse_days = max(config.coarse_bin_minutes / 1440.0, lc.cadence_days)
+    coarse = _series(lc.time, flat, coarse_days)
+    scan_days = max(config.scan_bin_minutes / 1440.0, coarse_days)
+    return coarse, (_series(lc.time, flat, scan_days) if scan_days > coarse_days else coarse)
+
+
 def adaptive_detrend(lc: LightCurve, config: SearchConfig = DEFAULT_CONFIG
                      ) -> tuple[np.ndarray, np.ndarray, SearchConfig]:
     """(detrended flux, trend, configuration used): the shorter window for a star with red residuals.
@@ -464,11 +476,9 @@ def periodogram(lc: LightCurve, config: SearchConfig = DEFAULT_CONFIG) -> tuple[
     """(periods, BLS SNR) of the first search, as the search saw it (``SearchResult.power``): in full
     around the scan's peaks, the scan's elsewhere. E.g. for a diagnostic figure."""
     flat, _, config = adaptive_detrend(lc, config)
-    coarse_days = max(config.coarse_bin_minutes / 1440.0, lc.cadence_days)
-    t_c, y_c, dy_c = _series(lc.time, flat, coarse_days)
-    scan_days = max(config.scan_bin_minutes / 1440.0, coarse_days)
-    bls = BoxLeastSquares(t_c, y_c, dy=dy_c)
-    scan_bls = BoxLeastSquares(*_series(lc.time, flat, scan_days)) if scan_days > coarse_days else bls
+    coarse, scan = _coarse_and_scan_series(lc, flat, config)
+    bls = BoxLeastSquares(*coarse)
+    scan_bls = BoxLeastSquares(*scan) if scan is not coarse else bls
     periods = period_grid(lc.baseline_days, config)
     power, _ = _scanned_power(bls, scan_bls, periods, _duration_plan(periods, config), config)
     return periods, power
@@ -478,12 +488,9 @@ def search(lc: LightCurve, config: SearchConfig = DEFAULT_CONFIG) -> SearchResul
     """Detrend, then find up to ``config.max_signals`` transit signals, strongest first."""
     flat, trend, config = adaptive_detrend(lc, config)
     rms = robust_std(flat)
-    coarse_days = max(config.coarse_bin_minutes / 1440.0, lc.cadence_days)
     fine_days = max(config.bin_minutes / 1440.0, lc.cadence_days)
-    t_c, y_c, dy_c = _series(lc.time, flat, coarse_days)
+    (t_c, y_c, dy_c), (t_s, y_s, dy_s) = _coarse_and_scan_series(lc, flat, config)
     t_f, y_f, dy_f = _series(lc.time, flat, fine_days)
-    scan_days = max(config.scan_bin_minutes / 1440.0, coarse_days)
-    t_s, y_s, dy_s = _series(lc.time, flat, scan_days) if scan_days > coarse_days else (t_c, y_c, dy_c)
 
     periods = period_grid(lc.baseline_days, config)
     plan = _duration_plan(periods, config)

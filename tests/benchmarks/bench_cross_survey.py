@@ -31,8 +31,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
@@ -41,7 +39,6 @@ from stream.models.registry import BUNDLED  # noqa: E402
 from training.smass.cross_survey import (  # noqa: E402
     CONFIDENT,
     cross_survey_metrics,
-    ece,
     iter_mahlke2022,
     iter_smass1,
     main_group_labels,
@@ -160,9 +157,6 @@ def mahlke(args: argparse.Namespace) -> None:
     rejected = [res for res in results if res.get("rejected")]
     m = cross_survey_metrics([res for res, _ in scored], [r.group for _, r in scored], GROUPS,
                              n_rejected=len(rejected))
-    confidence = np.array([max((res.get("calibrated_probabilities") or res["probabilities"]).values())
-                           for res, _ in scored])
-    correct = np.array([res["main_group"] == r.group for res, r in scored], dtype=float)
     version = scored[0][0]["model_version"] if scored else "?"
     print(f"smass v{version} via `skystream score`: mahlke2022, {len(rows)} spectra in the main groups "
           f"({sum(r.group == 'Q' for r in iter_mahlke2022())} Q rows apart), {len({r.source for r in rows})} sources")
@@ -173,15 +167,18 @@ def mahlke(args: argparse.Namespace) -> None:
           + (f": {sorted({r['reason'] for r in rejected})}" if rejected else ""))
     print(f"  top-class ECE (15 bins)         {m['ece_top_class']:.3f}   "
           f"uncalibrated {m['ece_top_class_uncalibrated']:.3f}")
-    print(f"  wrong with p > {CONFIDENT}            {np.mean((correct == 0) & (confidence > CONFIDENT)):.1%} "
-          f"of the scored ({int(np.sum((correct == 0) & (confidence > CONFIDENT)))})")
+    confident_wrong = sum(w["confidence"] > CONFIDENT for w in m["wrong"])
+    print(f"  wrong with p > {CONFIDENT}            {confident_wrong / m['n_scored']:.1%} "
+          f"of the scored ({confident_wrong})")
     print(f"  border flagged                  {m['border_flagged_fraction']:.1%}")
-    sources = np.array([r.source for _, r in scored])
-    for s in sorted(set(sources), key=lambda s: -(sources == s).sum()):
-        sel = sources == s
-        if sel.sum() >= 40:
-            print(f"  source {s:>3} ({sel.sum():3d} spectra)     accuracy {correct[sel].mean():.3f}   "
-                  f"ECE {ece(confidence[sel], correct[sel]):.3f}")
+    by_source: dict[str, list[tuple[dict, str]]] = {}
+    for res, r in scored:
+        by_source.setdefault(r.source, []).append((res, r.group))
+    for source, pairs in sorted(by_source.items(), key=lambda kv: -len(kv[1])):
+        if len(pairs) >= 40:
+            ms = cross_survey_metrics([res for res, _ in pairs], [g for _, g in pairs], GROUPS)
+            print(f"  source {source:>3} ({len(pairs):3d} spectra)     accuracy {ms['accuracy']:.3f}   "
+                  f"ECE {ms['ece_top_class']:.3f}")
 
 
 if __name__ == "__main__":

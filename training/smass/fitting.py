@@ -7,7 +7,7 @@ import sys
 import numpy as np
 
 from training.smass.augmentation import augment_with_mask
-from training.smass.labels import BUS_CLASS_NAMES, BUS_TO_GROUP, GROUP_NAMES
+from training.smass.labels import BUS_CLASS_NAMES, GROUP_NAMES, bus_to_group_matrix
 from training.smass.model import COVERAGE_NAME, INPUT_NAME, ModelConfig, build_model
 
 
@@ -15,7 +15,7 @@ def _bus_targets(bus: np.ndarray, group: np.ndarray) -> np.ndarray:
     """(n, Bus classes) targets of the Bus head: one-hot where the Bus class is known; where it is not
     (bus -1: spectra labelled in another taxonomy), spread evenly over the Bus classes of the main group."""
     targets = np.eye(len(BUS_CLASS_NAMES), dtype=np.float32)[np.maximum(bus, 0)]
-    members = np.array([[BUS_TO_GROUP[b] == g for b in BUS_CLASS_NAMES] for g in GROUP_NAMES], dtype=np.float32)
+    members = bus_to_group_matrix().T  # (groups, Bus classes): 1 where the class is in the group
     unknown = bus < 0
     targets[unknown] = (members / members.sum(axis=1, keepdims=True))[group[unknown]]
     return targets
