@@ -123,6 +123,9 @@ class Settings:
     artifacts: str = _var("SKYSTREAM_ARTIFACTS", "var/artifacts", "where large alert figures are written")
     alert_rare_threshold: float = _var("SKYSTREAM_ALERT_RARE_THRESHOLD", 0.8, "probability of the Other "
                                        "group from which a spectrum raises a rare-composition alert", float)
+    alert_novelty_alpha: float = _var("SKYSTREAM_ALERT_NOVELTY_ALPHA", 0.01, "a spectrum whose novelty p-value is "
+                                      "below this raises a novel-spectrum alert: the share of spectra like the "
+                                      "training set's that would raise one (the false-alarm rate)", float)
     filters: str | None = _var("SKYSTREAM_FILTERS", None, "YAML/JSON file of named alert filters (docs/filters.md); "
                                "workers publish each match on skystream.alerts.<name> and reload the file when "
                                "it changes (unset: no filter topics)")

@@ -258,9 +258,11 @@ def test_object_history_and_models(server: str) -> None:
     status, registry = get_json(server + "/models")
     by_task = {m["task"]: m for m in registry["models"]}
     assert status == 200 and set(by_task) == {"smass", "tess"}
-    # Issue 13 shipped smass v2 (coverage-mask recipe) as champion and kept v1: both are listed.
-    assert by_task["smass"]["champion"] == "2" and by_task["smass"]["history"] == ["1", "2"]
-    v1, v2 = by_task["smass"]["versions"]
+    # Issue 13 shipped smass v2 (coverage-mask recipe), issue 17 v3 (v2 + novelty head) as champion; all listed.
+    assert by_task["smass"]["champion"] == "3" and by_task["smass"]["history"] == ["1", "2", "3"]
+    v1, v2, v3 = by_task["smass"]["versions"]
+    assert v3["metrics"]["cv"] == v2["metrics"]["cv"]  # the same classifier
+    assert v3["metrics"]["novelty"]["smassii_holdout"]["alpha_0.01"] < 0.03
     assert v1["metrics"]["cv"]["main_group"]["weighted_f1_pooled"] > 0.96
     assert v2["metrics"]["cv"]["main_group"]["weighted_f1_pooled"] > 0.955
     assert v2["metrics"]["smass1"]["weighted_f1"] > 0.85  # SMASS I; v1 gets 0.808 (bench_cross_survey.py --version 1)
@@ -358,7 +360,8 @@ def test_pages_show_alerts_objects_and_models(server: str) -> None:
     assert len(vesta.images) == 1
     assert_pngs(server, vesta.images)
     models = page(server + "/ui/models")
-    assert len(models.images) >= 3  # smass: confusion matrix and per-class scores; tess: training history
+    assert len(models.images) >= 4  # smass: confusion matrix, per-class scores, novelty; tess: training history
+    assert any("/smass/3/novelty-" in src for src in models.images)  # the champion's novelty findings
     assert_pngs(server, models.images)
     status, _, body = fetch(server + "/ui/objects/nobody")
     assert status == 404 and b"Nothing archived" in body

@@ -41,9 +41,9 @@ def _run(tmp_path: Path, registry: Path, *extra: str) -> tuple[int, dict]:
 def test_retrain_with_labels_is_gated_against_the_champion(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     pytest.importorskip("tensorflow", reason="training needs the train extra (TensorFlow)")
     pytest.importorskip("tf2onnx", reason="training needs the train extra (tf2onnx)")
-    # Seeded with a copy of the bundled smass versions: v1 and the champion v2 (issue 13).
+    # Seeded with a copy of the bundled smass versions: v1, v2 (issue 13) and the champion v3 (v2 + novelty head).
     registry = tmp_path / "registry"
-    assert LocalRegistry(registry).champion("smass") == "2"
+    assert LocalRegistry(registry).champion("smass") == "3"
 
     # (a) one epoch on ~130 spectra cannot match the shipped model: refused, nothing promoted or stored.
     code, refused = _run(tmp_path, registry)
@@ -53,13 +53,13 @@ def test_retrain_with_labels_is_gated_against_the_champion(tmp_path: Path, capsy
     assert "smass feedback: 4 labels; 3 applied (2 changed, 0 added, 1 unchanged)" in printed
     assert "ignored: unknown_class 1" in printed
     assert "promotion gate for smass: primary metric weighted_f1" in printed
-    assert "champion v2" in printed and "decision: REFUSED" in printed
+    assert "champion v3" in printed and "decision: REFUSED" in printed
     gate = refused["gate"]
-    assert not gate["accepted"] and gate["champion_version"] == "2"
+    assert not gate["accepted"] and gate["champion_version"] == "3"
     assert gate["improvement"] == pytest.approx(gate["candidate"] - gate["champion"])
     assert gate["improvement"] < 0
     reg = LocalRegistry(registry)
-    assert reg.champion("smass") == "2" and reg.versions("smass") == ["1", "2"]
+    assert reg.champion("smass") == "3" and reg.versions("smass") == ["1", "2", "3"]
 
     # (b) the same candidate with a tolerance covering any loss: accepted, promoted, numbers stored.
     code, accepted = _run(tmp_path, registry, "--gate-tolerance", "1.0")
@@ -67,8 +67,8 @@ def test_retrain_with_labels_is_gated_against_the_champion(tmp_path: Path, capsy
     print(printed)
     assert code == 0 and "decision: ACCEPTED" in printed
     reg = LocalRegistry(registry)
-    assert reg.champion("smass") == accepted["version"] == "3"
-    meta = reg.metadata("smass", "3")
+    assert reg.champion("smass") == accepted["version"] == "4"
+    meta = reg.metadata("smass", "4")
     assert meta["gate"]["accepted"] and meta["gate"]["tolerance"] == 1.0
     assert meta["gate"]["eval_set"]["sha256"] == gate["eval_set"]["sha256"]  # the same fixed set both times
     assert meta["gate"]["champion_metrics"]["weighted_f1"] == pytest.approx(gate["champion"])

@@ -48,6 +48,7 @@ SAMPLES = {
     "archive": ("s3://archive/skystream", "s3://archive/skystream"),
     "artifacts": ("/srv/artifacts", "/srv/artifacts"),
     "alert_rare_threshold": ("0.65", 0.65),
+    "alert_novelty_alpha": ("0.001", 0.001),
     "filters": ("/etc/skystream/filters.yaml", "/etc/skystream/filters.yaml"),
     "shared_data": ("/mnt/shared-data", "/mnt/shared-data"),
     "max_spectrum_bytes": ("1048576", 1048576),

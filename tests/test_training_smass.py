@@ -194,6 +194,9 @@ def test_quick_training_run_exports_checks_and_publishes(tmp_path):
     for pred in predict_spectra(model, records):
         schemas.validate("Prediction", pred)
         assert pred["model"] == "smass-cnn" and pred["model_version"] == mv.version
+        assert 0 < pred["novelty"] <= 1  # the novelty head is trained with every model (2 folds with --quick)
+    assert [o["name"] for o in meta["io"]["outputs"]][2:] == ["novelty_score"]
+    assert len(meta["novelty"]["calibration_scores"]) == 2 and "novelty_score" in meta["smoke_test"]["outputs"]
     with pytest.raises(Rejected) as info:
         predict_spectra(model, [dict(records[0], wavelength_um=records[0]["wavelength_um"][::2])])
     assert info.value.reason == "grid-mismatch"

@@ -18,6 +18,8 @@ __all__ = ["EXIT_CODES", "TASKS", "exit_code", "register", "summary"]
 
 TASKS = {
     "smass": ("training.smass", "asteroid main groups (C/S/X/Other) and Bus classes from SMASSII spectra"),
+    "smass-novelty": ("training.smass.novelty_pipeline", "add the novelty head (autoencoder + Gaussian mixture, "
+                      "conformal p-value) to a published smass classifier version"),
     "tess": ("training.tess", "transit triage and vetting from Yu et al. 2019 TESS views"),
 }
 

@@ -22,6 +22,7 @@ __all__ = [
     "configure_tensorflow",
     "export_onnx",
     "library_versions",
+    "merge_outputs",
     "onnx_io",
     "publish",
 ]
@@ -75,6 +76,38 @@ def onnx_io(onnx_bytes: bytes) -> dict[str, Any]:
         return [{"name": a.name, "shape": [d if isinstance(d, int) else None for d in a.shape]} for a in args]
 
     return {"inputs": describe(session.get_inputs()), "outputs": describe(session.get_outputs())}
+
+
+def merge_outputs(base: bytes, head: bytes, prefix: str = "head/") -> bytes:
+    """One ONNX graph computing ``base``'s outputs and ``head``'s, from the same named inputs.
+
+    ``head``'s inputs must be a subset of ``base``'s (same names, e.g. the spectrum and its coverage) and
+    its output names new; its internal names are prefixed so the two graphs cannot collide. Used to serve
+    a second model beside the first as one file (one version, one checksum, one session).
+    """
+    import onnx
+    from onnx import compose, helper
+
+    b, h = onnx.load_from_string(base), onnx.load_from_string(head)
+    base_inputs = {i.name for i in b.graph.input}
+    missing = [i.name for i in h.graph.input if i.name not in base_inputs]
+    clash = {o.name for o in h.graph.output} & {o.name for o in b.graph.output}
+    if missing or clash:
+        raise ValueError(f"cannot merge: head inputs {missing} not in the base model, outputs {sorted(clash)} in both")
+    h = compose.add_prefix(h, prefix, rename_inputs=False, rename_outputs=False)
+    g = helper.make_graph(
+        list(b.graph.node) + list(h.graph.node), b.graph.name, list(b.graph.input),
+        list(b.graph.output) + list(h.graph.output),
+        initializer=list(b.graph.initializer) + list(h.graph.initializer),
+        value_info=list(b.graph.value_info) + list(h.graph.value_info))
+    opsets: dict[str, int] = {}
+    for o in list(b.opset_import) + list(h.opset_import):
+        opsets[o.domain] = max(opsets.get(o.domain, 0), o.version)
+    merged = helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
+                               producer_name=b.producer_name, producer_version=b.producer_version)
+    merged.ir_version = max(b.ir_version, h.ir_version)
+    onnx.checker.check_model(merged)
+    return merged.SerializeToString()
 
 
 def compare_onnx_keras(

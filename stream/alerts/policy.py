@@ -66,14 +66,7 @@ def alerts_for(prediction: dict[str, Any], settings: Settings | None = None) -> 
     """Alert records for one prediction (usually none); ``settings`` defaults to the environment now."""
     settings = settings or Settings()
     if prediction["kind"] == "spectrum":
-        # An asteroid confidently outside the three big complexes (V, A, D, L, K, T, ... types) is
-        # rare and worth a follow-up look; the threshold is an operator setting.
-        p = prediction["probabilities"].get("Other", 0.0)
-        if prediction["main_group"] == "Other" and p >= settings.alert_rare_threshold:
-            return [_alert(prediction, "rare-composition", p,
-                           f"asteroid {prediction['object']}: {prediction['bus_class']}-type "
-                           f"(Other group, p={p:.2f})")]
-        return []
+        return _spectrum_alerts(prediction, settings)
     from stream.scoring.transit_predictor import transit_alerts
 
     found = transit_alerts(prediction)
@@ -91,6 +84,25 @@ def alerts_for(prediction: dict[str, Any], settings: Settings | None = None) -> 
         png = diagnostic_png(data, signal, title=a["summary"][:110], earlier=prediction["signals"][:a["signal_index"]])
         out.append(_alert(prediction, a["reason"], a["score"], a["summary"], signal, a["signal_index"],
                           **_store_figure(png, a, prediction, Path(settings.artifacts))))
+    return out
+
+
+def _spectrum_alerts(prediction: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
+    """rare-composition: an asteroid confidently outside the three big complexes (V, A, D, L, K, T, ...
+    types) is rare and worth a follow-up look. novel-spectrum: a spectrum unlike every training spectrum
+    (novelty p-value below α; α is the false-alarm rate on spectra like the training set's). A spectrum
+    can raise both; each has its own id. Thresholds are operator settings."""
+    out = []
+    p = prediction["probabilities"].get("Other", 0.0)
+    if prediction["main_group"] == "Other" and p >= settings.alert_rare_threshold:
+        out.append(_alert(prediction, "rare-composition", p,
+                          f"asteroid {prediction['object']}: {prediction['bus_class']}-type (Other group, p={p:.2f})"))
+    novelty = prediction.get("novelty")
+    if novelty is not None and novelty < settings.alert_novelty_alpha:
+        out.append(_alert(prediction, "novel-spectrum", 1.0 - novelty,
+                          f"asteroid {prediction['object']}: spectrum unlike the training spectra (novelty "
+                          f"p={novelty:.4f} < {settings.alert_novelty_alpha:g}; the model says "
+                          f"{prediction['main_group']}, {prediction['bus_class']})"))
     return out
 
 

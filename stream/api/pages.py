@@ -65,8 +65,11 @@ def _key_numbers(a: Mapping[str, Any]) -> str:
         if a.get("sector") is not None:
             parts.append(f"sector {_e(a['sector'])}")
         return " · ".join(parts)
-    return " · ".join([f"group {_e(a.get('main_group'))}", f"Bus class {_e(a.get('bus_class'))}",
-                       f"p(Bus) {_num(a.get('bus_probability'), '.2f')}"])
+    parts = [f"group {_e(a.get('main_group'))}", f"Bus class {_e(a.get('bus_class'))}",
+             f"p(Bus) {_num(a.get('bus_probability'), '.2f')}"]
+    if a.get("novelty") is not None:  # a conformal p-value: small = unlike the training spectra
+        parts.append(f"novelty p {_num(a['novelty'], '.4f')}")
+    return " · ".join(parts)
 
 
 def _select(name: str, current: str, options: Sequence[str]) -> str:

@@ -1,8 +1,9 @@
 """The web view's figures, drawn with matplotlib to PNG bytes (Agg, no pyplot: safe in threads).
 
 Model figures draw what a registry version's metadata holds (a confusion matrix, per-class scores,
-the training history); ``model_figures`` lists those a version has and ``missing_evaluations`` says
-which usual evaluations its metadata lacks, so the page can say so instead of drawing nothing.
+the training history, the novelty head's findings); ``model_figures`` lists those a version has and
+``missing_evaluations`` says which usual evaluations its metadata lacks, so the page can say so instead
+of drawing nothing.
 """
 
 from __future__ import annotations
@@ -81,6 +82,29 @@ def _training(history: list[Mapping[str, Any]], title: str) -> bytes:
     return _png(fig)
 
 
+def _novelty(findings: Mapping[str, Any], title: str) -> bytes:
+    """Share of spectra below each α, per evaluation set and, for the cross-survey set, per class."""
+    alphas = [f"alpha_{a:g}" for a in findings.get("alphas", (0.01, 0.05))]
+    sets = {name: f for name, f in findings.items() if isinstance(f, Mapping) and all(a in f for a in alphas)}
+    order = ("smassii_holdout", "smassii_out_of_fold", "smass1", "mahlke2022")  # training-like first
+    sets = dict(sorted(sets.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+    classes = (findings.get("mahlke2022") or {}).get("per_mahlke_class", {})
+    rows = list(sets.items()) + [(f"Mahlke {c}", v) for c, v in classes.items() if v.get("n", 0) >= 10]
+    fig = Figure(figsize=(7.5, 3.8))
+    ax = fig.add_subplot()
+    width = 0.8 / len(alphas)
+    for k, a in enumerate(alphas):
+        ax.bar([i + k * width for i in range(len(rows))], [f[a] for _, f in rows], width, label=f"p < {a[6:]}")
+        ax.axhline(float(a[6:]), color=f"C{k}", lw=0.8, ls="--")
+    ax.set_xticks([i + width * (len(alphas) - 1) / 2 for i in range(len(rows))],
+                  [f"{name} ({f.get('n', f.get('n_scored', '?'))})" for name, f in rows], rotation=45, ha="right",
+                  fontsize=7)
+    ax.set_ylabel("share flagged (dashed: α)")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    return _png(fig)
+
+
 def model_figures(meta: Mapping[str, Any]) -> dict[str, tuple[str, Callable[[], bytes]]]:
     """name -> (caption, draw) for every figure this version's metadata can give."""
     out: dict[str, tuple[str, Callable[[], bytes]]] = {}
@@ -89,9 +113,13 @@ def model_figures(meta: Mapping[str, Any]) -> dict[str, tuple[str, Callable[[], 
             caption = f"confusion matrix ({path})"
             out[f"confusion-{len(out)}"] = (caption, lambda m=m, c=caption: _confusion(m, c))
     for path, pc in _find(meta, "per_class"):
-        if isinstance(pc, Mapping) and pc and all(isinstance(v, Mapping) for v in pc.values()):
+        if isinstance(pc, Mapping) and pc and all(isinstance(v, Mapping) and "f1" in v for v in pc.values()):
             caption = f"per-class precision, recall, F1 ({path})"
             out[f"per-class-{len(out)}"] = (caption, lambda pc=pc, c=caption: _per_class(pc, c))
+    findings = (meta.get("novelty") or {}).get("findings")
+    if isinstance(findings, Mapping) and findings:
+        caption = "novelty: share of spectra flagged at each α, per set and cross-survey class (novelty.findings)"
+        out[f"novelty-{len(out)}"] = (caption, lambda f=findings, c=caption: _novelty(f, c))
     for path, hist in _find(meta, "history"):
         if isinstance(hist, list) and hist and all(isinstance(h, Mapping) for h in hist):
             caption = f"training history ({path})"

@@ -118,6 +118,7 @@ class _RegistryBase:
 
     def metadata(self, task: str, version: str | None = None) -> dict[str, Any]:
         """Metadata of a version of ``task`` (default the champion)."""
+        self._seed(task)  # a named version of a fresh registry is one of the bundled ones
         version = version or self.champion(task)
         found = self._read_json(task, version, "metadata.json")
         if found is None:

@@ -3,7 +3,9 @@
 The model's metadata says what it expects (written by training/smass/metadata.py): ``wavelength_grid_um``,
 ``input_name``, ``output_names`` {"main_group", "bus_class"}, ``class_names``, ``bus_class_names``;
 optionally ``coverage_name`` (a second input: 1 where the grid point lies inside the data), ``calibration``
-and ``border_rule`` (stream/scoring/calibration.py), ``bus_to_main_group``.
+and ``border_rule`` (stream/scoring/calibration.py), ``bus_to_main_group``, and ``novelty`` (a novelty
+head's calibration: the prediction's ``novelty`` is then a conformal p-value, stream/scoring/novelty.py;
+null for a model without one).
 
 Coverage: the features are computed for every model with ``MIN_COVERAGE_MASKED`` (stream.features.spectra).
 A model with a coverage input is fed ``coverage_mask(record["quality"])`` and scores such spectra; a model
@@ -21,6 +23,8 @@ import numpy as np
 from stream.errors import Rejected
 from stream.features.spectra import MIN_COVERAGE, asteroid_id, coverage_mask
 from stream.scoring.calibration import border_flag, temper
+from stream.scoring.novelty import OUTPUT_NAME as NOVELTY_OUTPUT
+from stream.scoring.novelty import conformal_p_values, novelty_calibration
 from stream.scoring.onnx_model import OnnxModel
 
 __all__ = ["coverage_input", "predict_spectra", "prediction_id"]
@@ -117,6 +121,8 @@ def predict_spectra(model: OnnxModel, features: list[dict[str, Any]], toi: Any =
     # float32, as the messages carry them: a prediction is the same before and after its Avro round trip.
     calibrated = temper(out[out_group], temperature).astype(np.float32) if temperature else None
     rule = meta.get("border_rule")
+    calibration = novelty_calibration(meta, model.output_names)
+    novelty = None if calibration is None else conformal_p_values(out[NOVELTY_OUTPUT], calibration)
     bus_to_group = meta.get("bus_to_main_group") or {}
     results = []
     for i, (record, p_group, p_bus) in enumerate(zip(features, out[out_group], out[out_bus], strict=True)):
@@ -155,7 +161,7 @@ def predict_spectra(model: OnnxModel, features: list[dict[str, Any]], toi: Any =
                 "calibrated_probabilities": p_cal,
                 "border": border,
                 "border_reason": border_reason,
-                "novelty": None,  # not assessed yet (issue 13: a sketch in docs/experiments/issue13)
+                "novelty": None if novelty is None else float(novelty[i]),
             }
         )
     return results

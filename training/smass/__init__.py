@@ -32,7 +32,7 @@ data); pipeline (the run, on all of them). This package re-exports their public 
 
 from __future__ import annotations
 
-from training.smass.augmentation import augment, augment_with_mask, coverage_rows, grid_sigma, tilt
+from training.smass.augmentation import augment, augment_with_mask, coverage_rows, grid_sigma, grid_sigmas, tilt
 from training.smass.calibration import border_rule
 from training.smass.cross_survey import DEFAULT_SMASS1
 from training.smass.data import DEFAULT_DATA, SmassData, coverage_masks, development_split, iter_tar_spectra, load_smass
@@ -73,6 +73,6 @@ __all__ = [
     "SmassData", "TaxonomyEntry", "add_arguments", "augment", "augment_with_mask", "border_rule", "build_metadata",
     "build_model", "bus_to_group_matrix", "check_arguments", "coverage_masks", "coverage_rows", "cross_validate",
     "development_split", "evaluate", "evaluate_cross_survey", "evaluate_protocol", "export_and_verify", "fit",
-    "grid_sigma", "iter_tar_spectra", "load", "load_smass", "override_config", "parse_taxonomy", "predict",
-    "protocol", "publish", "run", "survey_variants", "tilt", "train_model",
+    "grid_sigma", "grid_sigmas", "iter_tar_spectra", "load", "load_smass", "override_config", "parse_taxonomy",
+    "predict", "protocol", "publish", "run", "survey_variants", "tilt", "train_model",
 ]

@@ -18,6 +18,11 @@ def grid_sigma(spectrum: spectra.Spectrum, values: np.ndarray) -> np.ndarray:
     return (values * np.interp(spectra.WAVELENGTH_GRID_UM, w, rel) / np.sqrt(per_cell)).astype(np.float32)
 
 
+def grid_sigmas(spectra_: list[spectra.Spectrum], values: np.ndarray) -> np.ndarray:
+    """(n, grid) ``grid_sigma`` of every spectrum."""
+    return np.stack([grid_sigma(s, v) for s, v in zip(spectra_, values, strict=True)])
+
+
 def tilt(wavelength_um: np.ndarray, per_um: float | np.ndarray) -> np.ndarray:
     """1 + s·(λ - 0.55 µm): multiplies a spectrum to change its slope by s per µm, keeping its normalisation."""
     return 1 + per_um * (wavelength_um - spectra.NORMALISATION_UM)

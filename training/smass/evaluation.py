@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from training.smass.augmentation import grid_sigma
+from training.smass.augmentation import grid_sigmas
 from training.smass.data import SmassData, coverage_masks
 from training.smass.fitting import predict, train_model
 from training.smass.labels import BUS_CLASS_NAMES, BUS_TO_GROUP, GROUP_NAMES
@@ -34,7 +34,7 @@ def cross_validate(data: SmassData, cfg: ModelConfig, folds: int, seed: int, thr
     x, g, b = data.features, data.group, data.bus
     masks = coverage_masks(data)
     variant_masks = variant_masks or {}
-    sigma = np.stack([grid_sigma(s, v) for s, v in zip(data.spectra, x, strict=True)])
+    sigma = grid_sigmas(data.spectra, x)
     n = len(x)
     p_group = np.zeros((n, len(GROUP_NAMES)), np.float32)
     p_bus = np.zeros((n, len(BUS_CLASS_NAMES)), np.float32)

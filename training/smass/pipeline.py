@@ -16,7 +16,7 @@ import numpy as np
 from stream.features import spectra
 from training.gate import add_gate_arguments
 from training.result import TrainResult
-from training.smass.augmentation import grid_sigma
+from training.smass.augmentation import grid_sigmas
 from training.smass.cross_survey import DEFAULT_SMASS1
 from training.smass.data import (
     DEFAULT_DATA,
@@ -64,6 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tiny run for tests: ~160 spectra, 2 folds, 1 member, 3 epochs")
     parser.add_argument("--config", metavar="FIELD=VALUE", action="append", default=[],
                         help="override a ModelConfig field (repeatable; tuples as 16,32,32), for comparing protocols")
+    parser.add_argument("--no-novelty", dest="novelty", action="store_false",
+                        help="publish the classifier without the novelty head (training/smass/novelty.py)")
     parser.add_argument("--dev-split", action="store_true",
                         help="protocol selection: CV on the 80 %% development split only (see "
                              "docs/experiments/smass-protocol.md; use --folds 4), no final model, nothing published")
@@ -189,9 +191,8 @@ def fit(args: argparse.Namespace, loaded: Loaded, cfg: ModelConfig):
     data = loaded.data
     _log(f"model: {cfg}")
     _log(f"final model on all {len(data.objects)} spectra")
-    sigma = np.stack([grid_sigma(s, v) for s, v in zip(data.spectra, data.features, strict=True)])
-    return train_model(cfg, data.features, sigma, data.group, data.bus, seed=args.seed, threads=args.threads,
-                       label="  final ", log=_log, mask=coverage_masks(data))
+    return train_model(cfg, data.features, grid_sigmas(data.spectra, data.features), data.group, data.bus,
+                       seed=args.seed, threads=args.threads, label="  final ", log=_log, mask=coverage_masks(data))
 
 
 def export_and_verify(model, data: SmassData) -> Exported:
@@ -258,20 +259,23 @@ def publish(args: argparse.Namespace, loaded: Loaded, cfg: ModelConfig, exported
 
     metadata = build_metadata(loaded.data, cfg, args, exported.onnx_bytes, evaluation.cv, exported.check,
                               evaluation.train_pred, seconds)
+    onnx_bytes = exported.onnx_bytes
+    if getattr(args, "novelty", True):
+        onnx_bytes, metadata = _with_novelty(args, loaded, cfg, onnx_bytes, metadata)
     smass1 = getattr(args, "smass1", None)
     if smass1 and smass1.exists():
-        metadata["metrics"]["smass1"] = evaluate_cross_survey(exported.onnx_bytes, metadata, smass1,
+        metadata["metrics"]["smass1"] = evaluate_cross_survey(onnx_bytes, metadata, smass1,
                                                               args.data_dir / "Bus.Taxonomy.txt")
     report = {"cv": evaluation.cv, "onnx_vs_keras": exported.check, "training_seconds": round(seconds, 1),
               "smass1": metadata["metrics"].get("smass1")}
-    extra = {"config": dataclasses.asdict(cfg), "onnx_bytes": len(exported.onnx_bytes)}
+    extra = {"config": dataclasses.asdict(cfg), "onnx_bytes": len(onnx_bytes)}
     if loaded.feedback is not None:
         from training.gate import argmax_metrics, gate_and_publish, gate_metadata
 
         metadata["feedback"] = loaded.feedback.report
         metadata["training_data"]["held_out"] = loaded.eval_set.describe()
         decision, version, uri = gate_and_publish(
-            args.registry or Settings().registry, TASK, MODEL_NAME, exported.onnx_bytes, metadata, loaded.eval_set,
+            args.registry or Settings().registry, TASK, MODEL_NAME, onnx_bytes, metadata, loaded.eval_set,
             argmax_metrics(OUTPUT_GROUP), "weighted_f1", tolerance=args.gate_tolerance,
             keep_refused=args.keep_refused, log=_log)
         report.update(registry=uri, version=version, **extra, gate=gate_metadata(decision),
@@ -280,10 +284,23 @@ def publish(args: argparse.Namespace, loaded: Loaded, cfg: ModelConfig, exported
         return TrainResult(TASK, status, report, version, uri, decision, _write_report(args.report, report),
                            message=decision.reason)
     registry = BUNDLED if args.bundle else (args.registry or Settings().registry)
-    uri, version = publish_model(registry, TASK, exported.onnx_bytes, metadata, bundled=args.bundle)
+    uri, version = publish_model(registry, TASK, onnx_bytes, metadata, bundled=args.bundle)
     report.update(registry=uri, version=version, **extra)
     return TrainResult(TASK, "published", report, version, uri, report_path=_write_report(args.report, report),
                        message=f"{TASK} v{version} ({MODEL_NAME}) to {uri} in {seconds:.0f} s")
+
+
+def _with_novelty(args: argparse.Namespace, loaded: Loaded, cfg: ModelConfig, onnx_bytes: bytes,
+                  metadata: dict) -> tuple[bytes, dict]:
+    """The classifier with the novelty head merged in (training/smass/novelty.py), fitted on the same spectra."""
+    from training.smass.novelty import QUICK, NoveltyConfig
+    from training.smass.novelty_pipeline import attach, fit_head
+
+    if not cfg.coverage_mask:
+        _log("novelty head skipped: it takes the coverage input, which this protocol's model has not")
+        return onnx_bytes, metadata
+    head = fit_head(loaded.data, QUICK if args.quick else NoveltyConfig(), args.seed, args.threads)
+    return attach(onnx_bytes, metadata, head, loaded.data)
 
 
 def evaluate_cross_survey(onnx_bytes: bytes, metadata: dict, archive: Path, taxonomy_path: Path) -> dict:
