@@ -154,9 +154,24 @@ def test_train_smass_novelty_quick_publishes_a_version_that_serves(tmp_path):
     model = OnnxModel(LocalRegistry(registry, seed_from=None).load("smass", "4"))
     smoke_test(model)
     assert model.metadata["based_on"]["version"] == "2" and len(model.metadata["novelty"]["calibration_scores"]) == 2
-    found = json.loads((report / "novelty.json").read_text())
+    found = json.loads((report / "report.json").read_text())["novelty"]
     assert found["smass1"]["n"] > 300 and set(found["mahlke2022"]["per_source"]) >= {"6", "40", "76"}
-    assert (report / "most_novel.png").read_bytes()[:4] == b"\x89PNG"
+    assert (report / "most-novel.png").read_bytes()[:4] == b"\x89PNG" and "most-novel.png" in (
+        report / "index.md").read_text()
     again = subprocess.run([*cmd[:-5], "--base", "4", "--registry", str(registry)], cwd=REPO, capture_output=True,
                            text=True, timeout=600)
     assert again.returncode == 2 and "already has a novelty head" in again.stdout
+
+
+def test_models_show_lists_the_novelty_findings_and_figures():
+    """`skystream models show smass` on the shipped registry: the figures the web view draws (novelty
+    among them) and the headline shares as metrics."""
+    from stream.models.registry import BUNDLED
+
+    out = subprocess.run([sys.executable, "-m", "stream.cli", "models", "show", "smass", "--registry", str(BUNDLED)],
+                         cwd=REPO, capture_output=True, text=True, timeout=120, check=True).stdout
+    figures = out.split("figures:\n", 1)[1].split("metrics:", 1)[0]
+    assert "novelty: share of spectra flagged" in figures and "confusion matrix (metrics.cv" in figures
+    shares = {line.split()[0]: float(line.split()[1]) for line in out.splitlines()
+              if line.strip().startswith("novelty.")}
+    assert shares["novelty.smassii_holdout.alpha_0.01"] < 0.03 and shares["novelty.mahlke2022.alpha_0.01"] < 0.06

@@ -36,6 +36,6 @@ def test_status_reports_what_the_stream_did(tmp_path: Path, smass_dir: Path, bad
     assert sum(summary["totals"]["predictions"].values()) == len({p["file_id"] for p in out.predictions}) == 60
     worker_dead = [r for r in out.rejected if r["stage"] != "watch"]  # the watcher's are in its own metrics
     assert sum(summary["totals"]["dead_letters"].values()) == len(worker_dead)
-    assert "smass: smass-cnn v2" in summary["models"]  # workers load every champion at start (v2 since issue 13)
+    assert "smass: smass-cnn v3" in summary["models"]  # workers load every champion at start (v3 since issue 17)
     assert summary["latency_p50_s"] is not None and summary["latency_p99_s"] >= summary["latency_p50_s"]
-    assert "predictions" in human and "smass-cnn v2" in human
+    assert "predictions" in human and "smass-cnn v3" in human

@@ -148,7 +148,8 @@ def test_quick_training_run_exports_checks_and_publishes(tmp_path):
     smass.add_arguments(parser)
     registry = tmp_path / "registry"
     args = parser.parse_args(["--quick", "--data-dir", str(data_dir), "--registry", str(registry),
-                              "--report", str(tmp_path / "metrics.json"), "--threads", "1"])
+                              "--report", str(tmp_path / "metrics.json"), "--threads", "1",
+                              "--report-dir", str(tmp_path / "report")])
     result = smass.run(args)
     assert result.status == "published" and result.report_path == tmp_path / "metrics.json"
 
@@ -197,6 +198,19 @@ def test_quick_training_run_exports_checks_and_publishes(tmp_path):
         assert 0 < pred["novelty"] <= 1  # the novelty head is trained with every model (2 folds with --quick)
     assert [o["name"] for o in meta["io"]["outputs"]][2:] == ["novelty_score"]
     assert len(meta["novelty"]["calibration_scores"]) == 2 and "novelty_score" in meta["smoke_test"]["outputs"]
+
+    # The training report: CV confusion matrix, reliability diagram, the most confident errors' spectra,
+    # the novelty findings; the same figures the web view draws from the published metadata.
+    main = meta["metrics"]["cv"]["main_group"]
+    assert sum(main["reliability"]["count"]) == cv["n_spectra"] and 0 <= main["ece_top_class"] <= 1
+    errors = main["most_confident_errors"]
+    assert errors == sorted(errors, key=lambda e: -e["confidence"]) and all(e["true"] != e["predicted"] for e in errors)
+    index = (tmp_path / "report" / "index.md").read_text()
+    for figure in ("confusion matrix (metrics.cv.main_group.confusion_matrix)",
+                   "reliability diagram (metrics.cv.main_group.reliability)", "most confident errors",
+                   "most novel spectra", "novelty: share of spectra flagged"):
+        assert figure in index
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in (tmp_path / "report").glob("*.png"))
     with pytest.raises(Rejected) as info:
         predict_spectra(model, [dict(records[0], wavelength_um=records[0]["wavelength_um"][::2])])
     assert info.value.reason == "grid-mismatch"

@@ -64,7 +64,7 @@ def test_our_views_match_yu2019_for_wasp126b() -> None:
 def _args(tmp_path: Path, **overrides) -> argparse.Namespace:
     args = dict(data_dir=tess.DATA_DIR, registry=str(tmp_path / "registry"), bundle=False, no_publish=False,
                 epochs=2, batch_size=64, learning_rate=1e-3, seed=3, threads=2, limit=300, pc_weight=2.0,
-                ema_decay=0.999, flip_average=True, report=tmp_path / "report.json")
+                ema_decay=0.999, flip_average=True, report=tmp_path / "report.json", report_dir=tmp_path / "report")
     args.update(overrides)
     return argparse.Namespace(**args)
 
@@ -91,6 +91,16 @@ def test_short_training_exports_checks_and_publishes(tmp_path: Path) -> None:
     assert set(meta["drift_reference"]["features"]) == {"log10_period_days", "log10_depth_ppm", "duration_hours"}
     for key in ("triage_average_precision", "triage_accuracy", "vetting_average_precision"):
         assert 0.0 <= meta["metrics"]["val"][key] <= 1.0
+
+    # The report directory: the figures the web view draws from this metadata, listed in index.md.
+    index = (tmp_path / "report" / "index.md").read_text()
+    for figure in ("precision-recall curve (metrics.val.triage_pr_curve)", "reliability diagram "
+                   "(metrics.val.vetting_reliability)", "training history"):
+        assert figure in index
+    pngs = sorted((tmp_path / "report").glob("*.png"))
+    assert len(pngs) >= 5 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    diagram = meta["metrics"]["val"]["vetting_reliability"]
+    assert sum(diagram["count"]) == meta["metrics"]["val"]["n"]
 
     # The stream scores a real light curve with it.
     features = transits.lightcurve_features(require_data(WASP126_S1).read_bytes(), uri="x", file_id="f",

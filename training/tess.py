@@ -41,6 +41,7 @@ from stream.features.transits import GLOBAL_BINS, LOCAL_BINS, normalise_view
 from stream.scoring.transit_predictor import CLASSES, MODEL_NAME, SCALAR_FEATURES, scalar_features
 from stream.settings import shared_data
 from training.gate import add_gate_arguments
+from training.reliability import expected_calibration_error, reliability
 from training.result import TrainResult
 
 if TYPE_CHECKING:
@@ -86,6 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=0, help="use only the first N train and val events (tests)")
     parser.add_argument("--report", type=Path, help="also write the metrics report (metrics, training, ONNX check) "
                         "as JSON here")
+    parser.add_argument("--report-dir", type=Path, default=None,
+                        help="write the training report here: loss curves, precision-recall curves and reliability "
+                             "diagrams of triage and vetting, with index.md (training/report.py)")
     add_gate_arguments(parser, "tess", "the relabelled val split (the labels apply to train and val)",
                        "the mean of triage and vetting average precision on val")
 
@@ -242,19 +246,16 @@ def serving_model(logit_model: Any, temperatures: tuple[float, float], flip_aver
 
 
 # -- evaluation ----------------------------------------------------------------------------------
-def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
-    """Expected calibration error of binary probabilities ``p`` against 0/1 labels ``y``, in equal-width bins."""
-    edges = np.linspace(0, 1, bins + 1)
-    idx = np.clip(np.digitize(p, edges) - 1, 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            ece += m.mean() * abs(p[m].mean() - y[m].mean())
-    return float(ece)
+def _pr_curve(y: np.ndarray, p: np.ndarray, points: int = 50) -> dict[str, list[float]]:
+    """Precision and recall at up to ``points`` thresholds (enough to draw the curve in metadata)."""
+    from sklearn.metrics import precision_recall_curve
+
+    precision, recall, _ = precision_recall_curve(y, p)
+    keep = np.unique(np.linspace(0, len(precision) - 1, min(points, len(precision))).round().astype(int))
+    return {"precision": precision[keep].round(4).tolist(), "recall": recall[keep].round(4).tolist()}
 
 
-def metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """Yu et al.'s two questions: triage (PC or EB vs J) and vetting (PC vs rest)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -266,7 +267,10 @@ def metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         out[f"{name}_average_precision"] = float(average_precision_score(y, p)) if has_both else float("nan")
         out[f"{name}_roc_auc"] = float(roc_auc_score(y, p)) if has_both else float("nan")
         out[f"{name}_accuracy"] = float(np.mean((p >= 0.5) == y))
-        out[f"{name}_ece"] = expected_calibration_error(p, y)
+        out[f"{name}_ece"] = expected_calibration_error(p, y, bins=10)
+        out[f"{name}_reliability"] = reliability(p, y, bins=10)
+        if has_both:
+            out[f"{name}_pr_curve"] = _pr_curve(y, p)
         out[f"{name}_positives"] = int(y.sum())
     out["n"] = int(len(labels))
     out["log_loss"] = float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1))))
@@ -653,6 +657,11 @@ def publish(args: argparse.Namespace, loaded: Loaded, fitted: Fitted, exported: 
     if args.report:
         args.report.write_text(json.dumps(report, indent=1))
     done = dict(task=TASK, metrics=report, report_path=args.report)
+    if getattr(args, "report_dir", None):
+        from training.report import write_report_dir
+
+        index = write_report_dir(args.report_dir, {**metadata, "task": TASK}, report)
+        logging.getLogger(__name__).info("training report: %s", index)
     if loaded.feedback is not None:
         decision, version, uri = _publish_gated(args, exported.onnx_bytes, metadata, loaded)
         status = "not_published" if args.no_publish else "published" if decision.accepted else "refused"

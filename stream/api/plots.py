@@ -1,9 +1,9 @@
 """The web view's figures, drawn with matplotlib to PNG bytes (Agg, no pyplot: safe in threads).
 
-Model figures draw what a registry version's metadata holds (a confusion matrix, per-class scores,
-the training history, the novelty head's findings); ``model_figures`` lists those a version has and
-``missing_evaluations`` says which usual evaluations its metadata lacks, so the page can say so instead
-of drawing nothing.
+Model figures draw what a registry version's metadata holds (confusion matrices, per-class scores,
+reliability diagrams, precision-recall curves, the training history, the novelty head's findings);
+``model_figures`` lists those a version has and ``missing_evaluations`` says which usual evaluations
+its metadata lacks, so the page can say so instead of drawing nothing.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ def _walk(node: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ..
             yield from _walk(v, (*path, str(k)))
 
 
-def _find(meta: Mapping[str, Any], key: str) -> list[tuple[str, Any]]:
-    """Every (dotted path, value) under ``key`` anywhere in the metadata."""
-    return [(".".join(p), v) for p, v in _walk(meta) if p[-1] == key]
+def _find(meta: Mapping[str, Any], key: str, suffix: bool = False) -> list[tuple[str, Any]]:
+    """Every (dotted path, value) under ``key`` (or, with ``suffix``, a key ending so) anywhere in the metadata."""
+    return [(".".join(p), v) for p, v in _walk(meta) if (p[-1].endswith(key) if suffix else p[-1] == key)]
 
 
 def _confusion(matrix: Mapping[str, Any], title: str) -> bytes:
@@ -67,6 +67,35 @@ def _per_class(per_class: Mapping[str, Mapping[str, float]], title: str) -> byte
     ax.set_ylim(max(0.0, low - 0.1), 1.0)
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title(title, fontsize=9)
+    return _png(fig)
+
+
+def _reliability(diagram: Mapping[str, Any], title: str) -> bytes:
+    """Observed frequency against mean probability per bin, point size by count; the diagonal is calibrated."""
+    fig = Figure(figsize=(4.2, 3.8))
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--")
+    counts = diagram["count"]
+    top = max(counts) or 1
+    ax.plot(diagram["mean_probability"], diagram["frequency"], "-", color="C0", lw=1)
+    ax.scatter(diagram["mean_probability"], diagram["frequency"], s=[10 + 90 * c / top for c in counts], color="C0")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("observed frequency")
+    ax.set_title(f"{title} (n = {sum(counts)})", fontsize=8)
+    return _png(fig)
+
+
+def _pr_curve(curve: Mapping[str, Any], title: str) -> bytes:
+    fig = Figure(figsize=(4.2, 3.8))
+    ax = fig.add_subplot()
+    ax.plot(curve["recall"], curve["precision"], color="C0")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title(title, fontsize=8)
     return _png(fig)
 
 
@@ -116,6 +145,14 @@ def model_figures(meta: Mapping[str, Any]) -> dict[str, tuple[str, Callable[[], 
         if isinstance(pc, Mapping) and pc and all(isinstance(v, Mapping) and "f1" in v for v in pc.values()):
             caption = f"per-class precision, recall, F1 ({path})"
             out[f"per-class-{len(out)}"] = (caption, lambda pc=pc, c=caption: _per_class(pc, c))
+    for path, diagram in _find(meta, "reliability", suffix=True):
+        if isinstance(diagram, Mapping) and {"mean_probability", "frequency", "count"} <= set(diagram):
+            caption = f"reliability diagram ({path})"
+            out[f"reliability-{len(out)}"] = (caption, lambda d=diagram, c=caption: _reliability(d, c))
+    for path, curve in _find(meta, "pr_curve", suffix=True):
+        if isinstance(curve, Mapping) and {"precision", "recall"} <= set(curve):
+            caption = f"precision-recall curve ({path})"
+            out[f"pr-curve-{len(out)}"] = (caption, lambda d=curve, c=caption: _pr_curve(d, c))
     findings = (meta.get("novelty") or {}).get("findings")
     if isinstance(findings, Mapping) and findings:
         caption = "novelty: share of spectra flagged at each α, per set and cross-survey class (novelty.findings)"
@@ -139,7 +176,7 @@ def missing_evaluations(meta: Mapping[str, Any]) -> list[str]:
     """The usual evaluations (confusion matrix, precision-recall and calibration curves) that this
     version's metadata does not hold."""
     present = {p[-1] for p, _ in _walk(meta)}
-    return [name for name, keys in _EVALUATIONS.items() if not present & set(keys)]
+    return [name for name, keys in _EVALUATIONS.items() if not any(k.endswith(keys) for k in present)]
 
 
 def periods_png(history: list[Mapping[str, Any]], title: str) -> bytes:

@@ -124,6 +124,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     for k in sorted(meta):
         if k not in skip:
             print(f"  {k.ljust(width)}  {_summary(meta[k])}")
+    from stream.api.plots import model_figures
+
+    figures = model_figures(meta)
+    if figures:  # drawn from this metadata by the web view's model page (/ui/models) and training's --report-dir
+        print("figures:")
+        for name, (caption, _) in figures.items():
+            print(f"  {name}: {caption}")
     flat = flat_metrics(meta.get("metrics", {}))
     if flat:
         print("metrics:")

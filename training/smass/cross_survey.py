@@ -27,11 +27,12 @@ import numpy as np
 from stream.errors import Rejected
 from stream.features.spectra import object_name, spectrum_features
 from stream.settings import shared_data
+from training.reliability import expected_calibration_error, reliability
 from training.smass.data import DEFAULT_DATA
 from training.smass.labels import BUS_TO_GROUP, parse_taxonomy
 
 __all__ = ["BORDER_PAIRS", "CONFIDENT", "DEFAULT_MAHLKE2022", "DEFAULT_SMASS1", "MAHLKE_TO_GROUP", "MahlkeSpectrum",
-           "cross_survey_metrics", "ece", "evaluate_smass1", "iter_mahlke2022", "iter_smass1", "main_group_labels"]
+           "cross_survey_metrics", "evaluate_smass1", "iter_mahlke2022", "iter_smass1", "main_group_labels"]
 
 DEFAULT_SMASS1 = shared_data() / "smass1" / "smass1data.tar.gz"
 ORIGIN = "http://smass.mit.edu/smass.html (Xu et al. 1995, Icarus 115, 1): smass1data.tar.gz"
@@ -101,17 +102,6 @@ def main_group_labels(taxonomy_path: Path) -> dict[str, tuple[str, str]]:
     return {obj: (e.bus, BUS_TO_GROUP[e.bus]) for obj, e in taxonomy.items() if e.bus in BUS_TO_GROUP}
 
 
-def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:
-    """Top-class expected calibration error with equal-width bins on [0, 1]."""
-    total = 0.0
-    edges = np.linspace(0, 1, bins + 1)
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        sel = (confidence > lo) & (confidence <= hi)
-        if sel.any():
-            total += sel.mean() * abs(correct[sel].mean() - confidence[sel].mean())
-    return float(total)
-
-
 def cross_survey_metrics(predictions: list[Mapping[str, Any]], truth: list[str], group_names: list[str],
                          n_rejected: int = 0) -> dict[str, Any]:
     """Metrics of spectrum predictions against their true main groups (same order).
@@ -143,8 +133,9 @@ def cross_survey_metrics(predictions: list[Mapping[str, Any]], truth: list[str],
         "confusion_matrix": {"labels": group_names, "rows": "true", "columns": "predicted",
                              "counts": confusion_matrix(truth, pred, labels=group_names).tolist() if n else []},
         "s_called_other": sum(1 for a, b in zip(truth, pred, strict=True) if a == "S" and b == "Other"),
-        "ece_top_class": ece(confidence, correct) if n else None,
-        "ece_top_class_uncalibrated": ece(raw_confidence, correct) if n else None,
+        "ece_top_class": expected_calibration_error(confidence, correct, ECE_BINS) if n else None,
+        "ece_top_class_uncalibrated": expected_calibration_error(raw_confidence, correct, ECE_BINS) if n else None,
+        "reliability": reliability(confidence, correct, ECE_BINS) if n else None,
         "ece_bins": ECE_BINS,
         "border_flagged_fraction": float(border.mean()) if n else None,
         "error_rate_flagged": float(1 - correct[border].mean()) if border.any() else None,

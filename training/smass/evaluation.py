@@ -7,11 +7,15 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from training.reliability import expected_calibration_error, reliability
 from training.smass.augmentation import grid_sigmas
+from training.smass.calibration import TEMPERATURE
 from training.smass.data import SmassData, coverage_masks
 from training.smass.fitting import predict, train_model
 from training.smass.labels import BUS_CLASS_NAMES, BUS_TO_GROUP, GROUP_NAMES
 from training.smass.model import ModelConfig
+
+MOST_CONFIDENT_ERRORS = 8  # listed in the metrics, plotted in the report
 
 
 def scores(y: np.ndarray, p: np.ndarray) -> dict:
@@ -30,6 +34,8 @@ def cross_validate(data: SmassData, cfg: ModelConfig, folds: int, seed: int, thr
     """
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
     from sklearn.model_selection import StratifiedKFold
+
+    from stream.scoring.calibration import temper
 
     x, g, b = data.features, data.group, data.bus
     masks = coverage_masks(data)
@@ -60,6 +66,8 @@ def cross_validate(data: SmassData, cfg: ModelConfig, folds: int, seed: int, thr
             f"Bus accuracy {fold['bus_accuracy']:.4f} ({fold['seconds']:.0f} s)")
 
     pred = p_group.argmax(1)
+    calibrated = temper(p_group, TEMPERATURE)  # as served: the metadata's temperature
+    confidence, correct = calibrated.max(axis=1), (pred == g).astype(float)
     precision, recall, f1, support = precision_recall_fscore_support(
         g, pred, labels=range(len(GROUP_NAMES)), zero_division=0)
     f1s = np.array([f["weighted_f1"] for f in per_fold])
@@ -88,6 +96,13 @@ def cross_validate(data: SmassData, cfg: ModelConfig, folds: int, seed: int, thr
             },
             "confusion_matrix": {"labels": list(GROUP_NAMES), "rows": "true", "columns": "predicted",
                                  "counts": confusion_matrix(g, pred, labels=range(len(GROUP_NAMES))).tolist()},
+            # Calibrated top-class probability against being right, out of fold (the report's reliability diagram).
+            "reliability": reliability(confidence, correct),
+            "ece_top_class": expected_calibration_error(confidence, correct),
+            "most_confident_errors": [
+                {"object": data.objects[i], "bus_class": data.bus_names[i], "true": GROUP_NAMES[g[i]],
+                 "predicted": GROUP_NAMES[pred[i]], "confidence": round(float(confidence[i]), 4)}
+                for i in np.argsort(-confidence * (1 - correct))[:MOST_CONFIDENT_ERRORS] if not correct[i]],
             "from_bus_head_accuracy": float(np.mean(
                 np.array([GROUP_NAMES.index(BUS_TO_GROUP[BUS_CLASS_NAMES[i]]) for i in bus_pred]) == g)),
         },

@@ -14,8 +14,8 @@ and a figure of the most novel spectra of SMASSII, SMASS I and the Mahlke et al.
 from __future__ import annotations
 
 import argparse
-import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from training.smass.data import DEFAULT_DATA, SmassData, coverage_masks, develop
 from training.smass.model import COVERAGE_NAME, INPUT_NAME, TASK
 from training.smass.novelty import QUICK, NoveltyConfig, NoveltyHead, fit_novelty, novelty_metadata
 
-__all__ = ["add_arguments", "attach", "fit_head", "holdout_check", "run"]
+__all__ = ["NoveltyStep", "add_arguments", "attach", "fit_head", "holdout_check", "novelty_step", "run"]
 
 
 def _log(msg: str) -> None:
@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-holdout-check", dest="holdout_check", action="store_false",
                         help="skip the validity check (a second head fitted on 80 %% of SMASSII, scoring the rest)")
     parser.add_argument("--report-dir", type=Path, default=None,
-                        help="write novelty.json and most_novel.png here")
+                        help="write the report here: report.json, index.md and the figures (training/report.py)")
     parser.add_argument("--quick", action="store_true", help="tiny run for tests: ~160 spectra, 2 folds, 2 epochs")
 
 
@@ -105,13 +105,51 @@ def holdout_check(data: SmassData, cfg: NoveltyConfig, seed: int, threads: int) 
     return {"n_fitted": len(dev), "n_scored": len(held), **share_below(head.p_values(scores))}
 
 
+@dataclass
+class NoveltyStep:
+    """The classifier with the head merged in, its metadata, the findings and the report's figure."""
+
+    onnx_bytes: bytes
+    metadata: dict[str, Any]
+    findings: dict
+    figure: tuple[str, bytes]  # (caption, PNG) of the most novel spectra
+
+
+def novelty_step(base_onnx: bytes, metadata: dict[str, Any], data: SmassData, cfg: NoveltyConfig, seed: int,
+                 threads: int, smass1: Path | None, mahlke2022: Path | None, holdout: bool = True) -> NoveltyStep:
+    """Fit the head on ``data``, merge it into ``base_onnx``, and measure it as the stream will score:
+    the findings go into the metadata (``novelty.findings``, headline shares under ``metrics.novelty``)."""
+    from stream.models.registry import ModelVersion
+    from stream.scoring.onnx_model import OnnxModel
+    from training.smass.novelty_report import findings, most_novel_png
+
+    started = time.perf_counter()
+    head = fit_head(data, cfg, seed, threads)
+    checked = holdout_check(data, cfg, seed, threads) if holdout else None
+    merged, meta = attach(base_onnx, metadata, head, data)
+    candidate = OnnxModel(ModelVersion(TASK, "candidate", merged, meta))
+    oof_p = np.array([np.mean(head.calibration[k] >= s) for k, s in zip(head.fold_of, head.out_of_fold, strict=True)])
+    found, plots = findings(candidate, oof_p, data.objects, data.bus_names, smass1, mahlke2022, checked)
+    meta["novelty"]["findings"] = found
+    meta["novelty"]["training_seconds"] = round(time.perf_counter() - started, 1)
+    # The headline shares as metrics too, so `skystream models show` and `models list` print them.
+    meta["metrics"] = {**meta.get("metrics", {}), "novelty": {
+        name: {k: v for k, v in f.items() if k.startswith("alpha_")} for name, f in found.items()
+        if isinstance(f, dict) and "alpha_0.01" in f}}
+    _summarise(found)
+    masks = coverage_masks(data)
+    smassii_rows = [{"name": data.objects[i], "novelty": float(oof_p[i]), "reflectance": data.features[i],
+                     "coverage": masks[i], "class": data.bus_names[i]} for i in np.argsort(oof_p)[:8]]
+    caption = "the most novel spectra of SMASSII (out of fold), SMASS I and the Mahlke et al. 2022 set"
+    return NoveltyStep(merged, meta, found, (caption, most_novel_png(plots, smassii_rows)))
+
+
 def run(args: argparse.Namespace) -> TrainResult:
     """Load the base version, fit the head, check it, merge, report, publish."""
-    from stream.models.registry import BUNDLED, LocalRegistry, ModelVersion, open_registry
-    from stream.scoring.onnx_model import OnnxModel
+    from stream.models.registry import BUNDLED, LocalRegistry, open_registry
     from stream.settings import Settings
     from training.keras_export import code_version, publish
-    from training.smass.novelty_report import findings, plot_most_novel
+    from training.report import write_report_dir
 
     started = time.perf_counter()
     cfg = QUICK if args.quick else NoveltyConfig(folds=args.folds)
@@ -125,38 +163,23 @@ def run(args: argparse.Namespace) -> TrainResult:
                            message=f"{TASK} v{base.version} already has a novelty head; extend a version without one")
     data = load_smass(args.data_dir, limit=160 if args.quick else None)
     _log(f"SMASSII: {len(data.objects)} spectra; base: {base.name} v{base.version}; {cfg}")
-    head = fit_head(data, cfg, args.seed, args.threads)
-    holdout = holdout_check(data, cfg, args.seed, args.threads) if args.holdout_check else None
-    merged, meta = attach(base.onnx, base.metadata, head, data)
-    candidate = OnnxModel(ModelVersion(TASK, "candidate", merged, meta))
-    oof_p = np.array([np.mean(head.calibration[k] >= s) for k, s in zip(head.fold_of, head.out_of_fold, strict=True)])
-    found, plots = findings(candidate, oof_p, data.objects, data.bus_names, args.smass1, args.mahlke2022, holdout)
-    meta["novelty"]["findings"] = found
-    # The headline shares as metrics too, so `skystream models show` and `models list` print them.
-    meta["metrics"] = {**meta.get("metrics", {}), "novelty": {
-        name: {k: v for k, v in f.items() if k.startswith("alpha_")} for name, f in found.items()
-        if isinstance(f, dict) and "alpha_0.01" in f}}
-    meta.pop("created", None)  # the registry stamps the new version; the classifier's own date is v{base}'s
+    step = novelty_step(base.onnx, base.metadata, data, cfg, args.seed, args.threads, args.smass1, args.mahlke2022,
+                        args.holdout_check)
+    meta = step.metadata
+    meta.pop("created", None)  # the registry stamps the new version; the classifier's own date is the base's
+    meta.pop("sha256", None)
+    meta.pop("hmac_sha256", None)
     meta["based_on"] = {"version": base.version, "sha256": base.metadata.get("sha256"),
                         "change": "novelty head added (skystream train smass-novelty); classifier graph unchanged"}
     meta["code"] = {**meta.get("code", {}), "novelty_git": code_version(),
                     "novelty_command": f"skystream train smass-novelty --seed {args.seed} --folds {cfg.folds}"}
-    meta.pop("sha256", None)
-    meta.pop("hmac_sha256", None)
-    meta["novelty"]["training_seconds"] = round(time.perf_counter() - started, 1)
-    _summarise(found)
+    uri, version = publish(BUNDLED if args.bundle else registry.uri, TASK, step.onnx_bytes, meta, bundled=args.bundle)
     report_path = None
     if args.report_dir:
-        args.report_dir.mkdir(parents=True, exist_ok=True)
-        report_path = args.report_dir / "novelty.json"
-        report_path.write_text(json.dumps(found, indent=1))
-        order = np.argsort(oof_p)[:8]
-        smassii_rows = [{"name": data.objects[i], "novelty": float(oof_p[i]), "reflectance": data.features[i],
-                         "coverage": coverage_masks(data)[i], "class": data.bus_names[i]} for i in order]
-        plot_most_novel(plots, args.report_dir / "most_novel.png", smassii_rows)
-    uri, version = publish(BUNDLED if args.bundle else registry.uri, TASK, merged, meta, bundled=args.bundle)
+        report_path = write_report_dir(args.report_dir, {**meta, "task": TASK, "version": version},
+                                       {"novelty": step.findings}, {"most-novel": step.figure})
     seconds = time.perf_counter() - started
-    return TrainResult(TASK, "published", {"novelty": found}, version, uri, report_path=report_path,
+    return TrainResult(TASK, "published", {"novelty": step.findings}, version, uri, report_path=report_path,
                        message=f"{TASK} v{version} = v{base.version} + novelty head, to {uri} in {seconds:.0f} s")
 
 

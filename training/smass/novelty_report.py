@@ -18,8 +18,9 @@ import numpy as np
 from stream.errors import Rejected
 from stream.features import spectra
 from training.smass.cross_survey import iter_mahlke2022, iter_smass1
+from training.smass.figures import spectra_png
 
-__all__ = ["ALPHAS", "findings", "plot_most_novel", "score_files", "share_below"]
+__all__ = ["ALPHAS", "findings", "most_novel_png", "score_files", "share_below"]
 
 ALPHAS = (0.01, 0.05)
 MOST_NOVEL = 8  # spectra listed and plotted per set
@@ -98,27 +99,9 @@ def _strip(rows: list[dict]) -> list[dict]:
     return [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
 
 
-def plot_most_novel(plots: dict[str, list[dict]], path: Path, smassii: list[dict] | None = None) -> Path:
-    """One panel per set: the most novel spectra (covered part), each labelled with its p-value."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def most_novel_png(plots: dict[str, list[dict]], smassii: list[dict] | None = None) -> bytes:
+    """The most novel spectra of each set (SMASSII out of fold first), labelled with class and p-value."""
     panels = ({"SMASSII (out of fold)": smassii} if smassii else {}) | plots
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), sharey=True, squeeze=False)
-    grid = spectra.WAVELENGTH_GRID_UM
-    for ax, (title, rows) in zip(axes[0], panels.items(), strict=True):
-        for i, r in enumerate(rows):
-            covered = np.asarray(r["coverage"]) > 0
-            label = f"{Path(r['name']).name[:22]} {r.get('class') or r.get('bus_class', '')} p={r['novelty']:.4f}"
-            ax.plot(grid[covered], np.asarray(r["reflectance"])[covered] + 0.15 * i, lw=1, label=label)
-        ax.set_title(f"{title}: most novel")
-        ax.set_xlabel("wavelength (µm)")
-        ax.legend(fontsize=6, loc="upper left")
-    axes[0][0].set_ylabel("reflectance / R(0.55 µm), offset 0.15 each")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return spectra_png({f"{title}: most novel": [
+        {**r, "label": f"{Path(r['name']).name[:22]} {r.get('class') or r.get('bus_class', '')} p={r['novelty']:.4f}"}
+        for r in rows] for title, rows in panels.items()})

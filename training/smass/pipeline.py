@@ -17,7 +17,7 @@ from stream.features import spectra
 from training.gate import add_gate_arguments
 from training.result import TrainResult
 from training.smass.augmentation import grid_sigmas
-from training.smass.cross_survey import DEFAULT_SMASS1
+from training.smass.cross_survey import DEFAULT_MAHLKE2022, DEFAULT_SMASS1
 from training.smass.data import (
     DEFAULT_DATA,
     SmassData,
@@ -57,7 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smass1", type=Path, default=DEFAULT_SMASS1,
                         help="SMASS I archive (smass1data.tar.gz) scored as a cross-instrument check and recorded "
                              "in the metadata (metrics.smass1); skipped when missing (default: %(default)s)")
+    parser.add_argument("--mahlke2022", type=Path, default=DEFAULT_MAHLKE2022,
+                        help="Mahlke et al. 2022 visible set, scored per source for the novelty findings (skipped "
+                             "when missing; default: %(default)s)")
     parser.add_argument("--report", type=Path, default=None, help="also write the metrics report as JSON here")
+    parser.add_argument("--report-dir", type=Path, default=None,
+                        help="write the training report here: its figures (confusion matrices, per-class scores, "
+                             "reliability diagrams, the most confident errors, the novelty findings) and index.md")
     parser.add_argument("--bundle", action="store_true",
                         help="write the model into stream/bundled/registry (the shipped baseline) instead")
     parser.add_argument("--quick", action="store_true",
@@ -260,8 +266,13 @@ def publish(args: argparse.Namespace, loaded: Loaded, cfg: ModelConfig, exported
     metadata = build_metadata(loaded.data, cfg, args, exported.onnx_bytes, evaluation.cv, exported.check,
                               evaluation.train_pred, seconds)
     onnx_bytes = exported.onnx_bytes
-    if getattr(args, "novelty", True):
-        onnx_bytes, metadata = _with_novelty(args, loaded, cfg, onnx_bytes, metadata)
+    figures = {}
+    if evaluation.cv:
+        figures["most-confident-errors"] = _confident_errors_figure(loaded.data, evaluation.cv)
+    if getattr(args, "novelty", True) and cfg.coverage_mask:
+        step = _with_novelty(args, loaded, onnx_bytes, metadata)
+        onnx_bytes, metadata = step.onnx_bytes, step.metadata
+        figures["most-novel"] = step.figure
     smass1 = getattr(args, "smass1", None)
     if smass1 and smass1.exists():
         metadata["metrics"]["smass1"] = evaluate_cross_survey(onnx_bytes, metadata, smass1,
@@ -281,26 +292,39 @@ def publish(args: argparse.Namespace, loaded: Loaded, cfg: ModelConfig, exported
         report.update(registry=uri, version=version, **extra, gate=gate_metadata(decision),
                       feedback=loaded.feedback.report)
         status = "published" if decision.accepted else "refused"
+        _write_report_dir(args, metadata, report, version, figures)
         return TrainResult(TASK, status, report, version, uri, decision, _write_report(args.report, report),
                            message=decision.reason)
     registry = BUNDLED if args.bundle else (args.registry or Settings().registry)
     uri, version = publish_model(registry, TASK, onnx_bytes, metadata, bundled=args.bundle)
     report.update(registry=uri, version=version, **extra)
+    _write_report_dir(args, metadata, report, version, figures)
     return TrainResult(TASK, "published", report, version, uri, report_path=_write_report(args.report, report),
                        message=f"{TASK} v{version} ({MODEL_NAME}) to {uri} in {seconds:.0f} s")
 
 
-def _with_novelty(args: argparse.Namespace, loaded: Loaded, cfg: ModelConfig, onnx_bytes: bytes,
-                  metadata: dict) -> tuple[bytes, dict]:
-    """The classifier with the novelty head merged in (training/smass/novelty.py), fitted on the same spectra."""
+def _with_novelty(args: argparse.Namespace, loaded: Loaded, onnx_bytes: bytes, metadata: dict):
+    """The classifier with the novelty head merged in (training/smass/novelty.py), fitted on the same spectra
+    (a model without the coverage input cannot take it: the head reads the same two inputs)."""
     from training.smass.novelty import QUICK, NoveltyConfig
-    from training.smass.novelty_pipeline import attach, fit_head
+    from training.smass.novelty_pipeline import novelty_step
 
-    if not cfg.coverage_mask:
-        _log("novelty head skipped: it takes the coverage input, which this protocol's model has not")
-        return onnx_bytes, metadata
-    head = fit_head(loaded.data, QUICK if args.quick else NoveltyConfig(), args.seed, args.threads)
-    return attach(onnx_bytes, metadata, head, loaded.data)
+    return novelty_step(onnx_bytes, metadata, loaded.data, QUICK if args.quick else NoveltyConfig(), args.seed,
+                        args.threads, getattr(args, "smass1", None), getattr(args, "mahlke2022", None),
+                        holdout=not args.quick)
+
+
+def _confident_errors_figure(data: SmassData, cv: dict) -> tuple[str, bytes]:
+    """The spectra of the CV's most confident errors (caption, PNG)."""
+    from training.smass.figures import spectra_png
+
+    where = {obj: i for i, obj in enumerate(data.objects)}
+    masks = coverage_masks(data)
+    rows = [{"label": f"{e['object']} {e['bus_class']}: {e['true']} called {e['predicted']} p={e['confidence']:.2f}",
+             "reflectance": data.features[where[e["object"]]], "coverage": masks[where[e["object"]]]}
+            for e in cv["main_group"]["most_confident_errors"]]
+    return ("the cross-validation's most confident errors (calibrated probability), their spectra",
+            spectra_png({"most confident errors, out of fold": rows}))
 
 
 def evaluate_cross_survey(onnx_bytes: bytes, metadata: dict, archive: Path, taxonomy_path: Path) -> dict:
@@ -315,6 +339,16 @@ def evaluate_cross_survey(onnx_bytes: bytes, metadata: dict, archive: Path, taxo
          f"({result['n_rejected']} rejected); ECE {result['ece_top_class']:.3f}; "
          f"flagged {result['border_flagged_fraction']:.0%}")
     return result
+
+
+def _write_report_dir(args: argparse.Namespace, metadata: dict, report: dict, version: str | None,
+                      figures: dict[str, tuple[str, bytes]]) -> None:
+    """``--report-dir``: the figures of the metadata as published, and this run's own (training/report.py)."""
+    if getattr(args, "report_dir", None):
+        from training.report import write_report_dir
+
+        index = write_report_dir(args.report_dir, {**metadata, "task": TASK, "version": version}, report, figures)
+        _log(f"training report: {index}")
 
 
 def _write_report(path: Path | None, report: dict) -> Path | None:

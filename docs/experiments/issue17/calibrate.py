@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 
 from stream.scoring.calibration import temper  # noqa: E402
-from training.smass.cross_survey import ece  # noqa: E402
+from training.reliability import expected_calibration_error as ece  # noqa: E402
 
 
 def fit_temperature(p: np.ndarray, y: np.ndarray) -> float:

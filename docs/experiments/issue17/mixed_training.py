@@ -32,8 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 from stream.errors import Rejected  # noqa: E402
 from stream.features import spectra  # noqa: E402
+from training.reliability import expected_calibration_error as ece  # noqa: E402
 from training.smass import GROUP_NAMES, ModelConfig, grid_sigma, load_smass, predict, train_model  # noqa: E402
-from training.smass.cross_survey import ece, iter_mahlke2022  # noqa: E402
+from training.smass.cross_survey import iter_mahlke2022  # noqa: E402
 from training.smass.data import coverage_masks  # noqa: E402
 
 
