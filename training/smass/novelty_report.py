@@ -3,7 +3,7 @@
 Every spectrum goes through stream.features.spectra and stream.scoring.spectrum_predictor with the
 candidate model (classifier + novelty head) and its metadata, so the p-values are the ones subscribers
 get. ``findings`` returns the numbers (share below α overall and per cross-survey source, the most novel
-spectra); ``plot_most_novel`` draws those spectra for the report directory.
+spectra); ``most_novel_png`` draws those spectra for the report directory.
 """
 
 from __future__ import annotations
