@@ -137,9 +137,10 @@ def test_merging_refuses_graphs_that_do_not_fit():
 
 
 def test_train_smass_novelty_quick_publishes_a_version_that_serves(tmp_path):
-    """`skystream train smass-novelty --quick`: v2 + a 2-fold head published as v4 of a fresh registry
-    (its bundled versions 1-3 are seeded), its smoke test passes, its report is written, and a second
-    head on top of it is refused."""
+    """`skystream train smass-novelty --quick --slope-feature`: v2 + a 2-fold head (its mixture also reading
+    the continuum slope; train smass's quick test covers the default head) published as v4 of a fresh
+    registry (its bundled versions 1-3 are seeded), its smoke test passes, its report is written, and a
+    second head on top of it is refused."""
     pytest.importorskip("tensorflow", reason="training needs the train extra (TensorFlow)")
     from stream.models.hot_swap import smoke_test
     from stream.models.registry import LocalRegistry
@@ -147,13 +148,15 @@ def test_train_smass_novelty_quick_publishes_a_version_that_serves(tmp_path):
 
     registry, report = tmp_path / "registry", tmp_path / "report"
     cmd = [sys.executable, "-m", "stream.cli", "train", "smass-novelty", "--quick", "--base", "2", "--threads", "1",
-           "--registry", str(registry), "--report-dir", str(report), "--no-holdout-check"]
+           "--slope-feature", "--registry", str(registry), "--report-dir", str(report), "--no-holdout-check"]
     run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert "smass v4 = v2 + novelty head" in run.stdout
     model = OnnxModel(LocalRegistry(registry, seed_from=None).load("smass", "4"))
     smoke_test(model)
     assert model.metadata["based_on"]["version"] == "2" and len(model.metadata["novelty"]["calibration_scores"]) == 2
+    assert model.metadata["novelty"]["config"]["slope_feature"] and "--slope-feature" in model.metadata["code"][
+        "novelty_command"]
     found = json.loads((report / "report.json").read_text())["novelty"]
     assert found["smass1"]["n"] > 300 and set(found["mahlke2022"]["per_source"]) >= {"6", "40", "76"}
     assert (report / "most-novel.png").read_bytes()[:4] == b"\x89PNG" and "most-novel.png" in (

@@ -224,6 +224,11 @@ def _finite(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
 
 
+def _numbers(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The scalar metrics (a task's metrics may also hold curves and diagrams, which the rule does not read)."""
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
 def compare(candidate_metrics: Mapping[str, float], champion_metrics: Mapping[str, float] | None, primary: str,
             tolerance: float = 0.0, *, higher_is_better: bool = True) -> GateDecision:
     """Apply the rule (module doc) to two models' metrics; ``champion_metrics`` None means no champion."""
@@ -233,11 +238,11 @@ def compare(candidate_metrics: Mapping[str, float], champion_metrics: Mapping[st
         raise ValueError(f"primary metric {primary!r} is not among the candidate's metrics {sorted(candidate_metrics)}")
     cand = float(candidate_metrics[primary])
     common = dict(primary=primary, candidate=cand, tolerance=tolerance, higher_is_better=higher_is_better,
-                  candidate_metrics={k: float(v) for k, v in candidate_metrics.items()})
+                  candidate_metrics=_numbers(candidate_metrics))
     if champion_metrics is None:
         return GateDecision(True, champion=None, delta=None, reason="no champion to compare with: accepted as the "
                             "first model of this task", **common)
-    champ_metrics = {k: float(v) for k, v in champion_metrics.items()}
+    champ_metrics = _numbers(champion_metrics)
     champ = champ_metrics.get(primary)
     common["champion_metrics"] = champ_metrics
     if not (_finite(cand) and _finite(champ)):

@@ -14,6 +14,7 @@ and a figure of the most novel spectra of SMASSII, SMASS I and the Mahlke et al.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "missing; default: %(default)s)")
     parser.add_argument("--folds", type=int, default=NoveltyConfig().folds,
                         help="cross-conformal folds = served autoencoder/mixture pairs (default %(default)s)")
+    parser.add_argument("--slope-feature", action="store_true",
+                        help="the mixture also reads the continuum slope: absurd slopes become novel, and twice "
+                             "as many spectra of other surveys (NoveltyConfig.slope_feature)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the folds, weights and augmentation")
     parser.add_argument("--threads", type=int, default=2, help="TensorFlow threads (default 2: shared machine)")
     parser.add_argument("--no-holdout-check", dest="holdout_check", action="store_false",
@@ -152,7 +156,8 @@ def run(args: argparse.Namespace) -> TrainResult:
     from training.report import write_report_dir
 
     started = time.perf_counter()
-    cfg = QUICK if args.quick else NoveltyConfig(folds=args.folds)
+    cfg = dataclasses.replace(QUICK if args.quick else NoveltyConfig(folds=args.folds),
+                              slope_feature=args.slope_feature)
     if args.bundle:
         registry = LocalRegistry(BUNDLED, seed_from=None)
     else:
@@ -172,7 +177,8 @@ def run(args: argparse.Namespace) -> TrainResult:
     meta["based_on"] = {"version": base.version, "sha256": base.metadata.get("sha256"),
                         "change": "novelty head added (skystream train smass-novelty); classifier graph unchanged"}
     meta["code"] = {**meta.get("code", {}), "novelty_git": code_version(),
-                    "novelty_command": f"skystream train smass-novelty --seed {args.seed} --folds {cfg.folds}"}
+                    "novelty_command": f"skystream train smass-novelty --seed {args.seed} --folds {cfg.folds}"
+                                       + (" --slope-feature" if cfg.slope_feature else "")}
     uri, version = publish(BUNDLED if args.bundle else registry.uri, TASK, step.onnx_bytes, meta, bundled=args.bundle)
     report_path = None
     if args.report_dir:
