@@ -159,8 +159,13 @@ def test_train_smass_novelty_quick_publishes_a_version_that_serves(tmp_path):
         "novelty_command"]
     found = json.loads((report / "report.json").read_text())["novelty"]
     assert found["smass1"]["n"] > 300 and set(found["mahlke2022"]["per_source"]) >= {"6", "40", "76"}
-    assert (report / "most-novel.png").read_bytes()[:4] == b"\x89PNG" and "most-novel.png" in (
-        report / "index.md").read_text()
+    index = (report / "index.md").read_text()
+    assert (report / "most-novel.png").read_bytes()[:4] == b"\x89PNG" and "most-novel.png" in index
+    # The classifier on the cross-survey set, per source with its reliability diagram (issue 17 item 2's figures).
+    mahlke = model.metadata["metrics"]["mahlke2022"]
+    assert mahlke["n_scored"] + mahlke["n_rejected"] == 684 and set(mahlke["per_source"]) >= {"76", "40", "6", "61"}
+    assert sum(mahlke["per_source"]["76"]["reliability"]["count"]) == mahlke["per_source"]["76"]["n_scored"]
+    assert "reliability diagram (metrics.mahlke2022.per_source.61.reliability)" in index
     again = subprocess.run([*cmd[:-5], "--base", "4", "--registry", str(registry)], cwd=REPO, capture_output=True,
                            text=True, timeout=600)
     assert again.returncode == 2 and "already has a novelty head" in again.stdout

@@ -32,7 +32,8 @@ from training.smass.data import DEFAULT_DATA
 from training.smass.labels import BUS_TO_GROUP, parse_taxonomy
 
 __all__ = ["BORDER_PAIRS", "CONFIDENT", "DEFAULT_MAHLKE2022", "DEFAULT_SMASS1", "MAHLKE_TO_GROUP", "MahlkeSpectrum",
-           "cross_survey_metrics", "evaluate_smass1", "iter_mahlke2022", "iter_smass1", "main_group_labels"]
+           "cross_survey_metrics", "evaluate_mahlke2022", "evaluate_mahlke2022_onnx", "evaluate_smass1",
+           "iter_mahlke2022", "iter_smass1", "main_group_labels"]
 
 DEFAULT_SMASS1 = shared_data() / "smass1" / "smass1data.tar.gz"
 ORIGIN = "http://smass.mit.edu/smass.html (Xu et al. 1995, Icarus 115, 1): smass1data.tar.gz"
@@ -176,3 +177,57 @@ def evaluate_smass1(model: Any, archive: Path = DEFAULT_SMASS1, taxonomy_path: P
             "rejected_by_reason": rejected, **metrics,
             "note": "the model was trained on SMASSII spectra of most of these asteroids: this measures the "
                     "instrument change (out-of-object numbers: docs/experiments/issue13/RESULTS.md)"}
+
+
+PER_SOURCE_MIN = 40  # spectra a source needs for its own numbers and reliability diagram
+
+
+def evaluate_mahlke2022(model: Any, path: Path = DEFAULT_MAHLKE2022) -> dict[str, Any]:
+    """Every Mahlke et al. (2022) spectrum in the main groups scored as the stream does; the metrics, and
+    per source (with at least PER_SOURCE_MIN scored) accuracy, ECE and reliability diagram.
+
+    ``model`` is a stream.scoring.onnx_model.OnnxModel. Q rows are left out (SMASSII has no Q, so the model
+    never learnt them); so are refused files (counted by reason). The list of every error is cut to the
+    most confident ones (the metadata stays small).
+    """
+    from stream.scoring.spectrum_predictor import predict_spectra
+
+    groups = list(model.metadata["class_names"])
+    scored: list[tuple[dict, MahlkeSpectrum]] = []
+    rejected: dict[str, int] = {}
+    for row in iter_mahlke2022(path):
+        if row.group not in groups:
+            continue
+        try:
+            record = spectrum_features(row.table, uri=row.name, file_id=row.name, detected_at_ms=0)
+            [prediction] = predict_spectra(model, [record])
+        except Rejected as exc:
+            rejected[exc.reason] = rejected.get(exc.reason, 0) + 1
+            continue
+        scored.append((prediction, row))
+    metrics = cross_survey_metrics([p for p, _ in scored], [r.group for _, r in scored], groups,
+                                   n_rejected=sum(rejected.values()))
+    metrics["most_confident_errors"] = sorted(metrics.pop("wrong"), key=lambda w: -w["confidence"])[:8]
+    per_source = {}
+    for source in sorted({r.source for _, r in scored}, key=lambda s: -sum(r.source == s for _, r in scored)):
+        pairs = [(p, r.group) for p, r in scored if r.source == source]
+        if len(pairs) >= PER_SOURCE_MIN:
+            m = cross_survey_metrics([p for p, _ in pairs], [g for _, g in pairs], groups)
+            per_source[source] = {k: m[k] for k in ("n_scored", "weighted_f1", "accuracy", "ece_top_class",
+                                                    "reliability")}
+    return {"data": {"file": path.name, "labels": "Mahlke et al. 2022 classes mapped to main groups (Q apart)"},
+            "rejected_by_reason": rejected, **metrics, "per_source": per_source}
+
+
+def evaluate_mahlke2022_onnx(onnx_bytes: bytes, metadata: dict[str, Any], path: Path = DEFAULT_MAHLKE2022,
+                             log=print) -> dict[str, Any]:
+    """``evaluate_mahlke2022`` of a candidate model (ONNX bytes and the metadata it will be published with),
+    with a one-line summary to ``log``."""
+    from stream.models.registry import ModelVersion
+    from stream.scoring.onnx_model import OnnxModel
+
+    result = evaluate_mahlke2022(OnnxModel(ModelVersion("smass", "candidate", onnx_bytes, metadata)), path)
+    log(f"Mahlke et al. 2022 (30 sources): weighted F1 {result['weighted_f1']:.4f} on {result['n_scored']} "
+        f"({result['n_rejected']} rejected); ECE {result['ece_top_class']:.3f}; per source: "
+        + ", ".join(f"{s} ECE {m['ece_top_class']:.3f}" for s, m in result["per_source"].items()))
+    return result

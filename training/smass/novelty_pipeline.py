@@ -171,6 +171,10 @@ def run(args: argparse.Namespace) -> TrainResult:
     step = novelty_step(base.onnx, base.metadata, data, cfg, args.seed, args.threads, args.smass1, args.mahlke2022,
                         args.holdout_check)
     meta = step.metadata
+    if args.mahlke2022 and args.mahlke2022.exists():  # the classifier's own numbers there, per source (item 2)
+        from training.smass.cross_survey import evaluate_mahlke2022_onnx
+
+        meta["metrics"]["mahlke2022"] = evaluate_mahlke2022_onnx(step.onnx_bytes, meta, args.mahlke2022, log=_log)
     meta.pop("created", None)  # the registry stamps the new version; the classifier's own date is the base's
     meta.pop("sha256", None)
     meta.pop("hmac_sha256", None)

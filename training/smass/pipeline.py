@@ -277,6 +277,11 @@ def publish(args: argparse.Namespace, loaded: Loaded, cfg: ModelConfig, exported
     if smass1 and smass1.exists():
         metadata["metrics"]["smass1"] = evaluate_cross_survey(onnx_bytes, metadata, smass1,
                                                               args.data_dir / "Bus.Taxonomy.txt")
+    mahlke2022 = getattr(args, "mahlke2022", None)
+    if mahlke2022 and mahlke2022.exists():
+        from training.smass.cross_survey import evaluate_mahlke2022_onnx
+
+        metadata["metrics"]["mahlke2022"] = evaluate_mahlke2022_onnx(onnx_bytes, metadata, mahlke2022, log=_log)
     report = {"cv": evaluation.cv, "onnx_vs_keras": exported.check, "training_seconds": round(seconds, 1),
               "smass1": metadata["metrics"].get("smass1")}
     extra = {"config": dataclasses.asdict(cfg), "onnx_bytes": len(onnx_bytes)}
