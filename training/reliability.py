@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["expected_calibration_error", "reliability"]
+__all__ = ["ece_of", "expected_calibration_error", "reliability"]
 
 
 def reliability(p: np.ndarray, y: np.ndarray, bins: int = 15) -> dict:
@@ -26,7 +26,11 @@ def reliability(p: np.ndarray, y: np.ndarray, bins: int = 15) -> dict:
 
 def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
     """Σ over bins of (share of samples) × |observed frequency - mean probability|."""
-    diagram = reliability(p, y, bins)
+    return ece_of(reliability(p, y, bins))
+
+
+def ece_of(diagram: dict) -> float:
+    """The expected calibration error of a ``reliability`` diagram (for callers that keep both)."""
     n = sum(diagram["count"])
     if not n:
         return float("nan")

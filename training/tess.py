@@ -41,7 +41,7 @@ from stream.features.transits import GLOBAL_BINS, LOCAL_BINS, normalise_view
 from stream.scoring.transit_predictor import CLASSES, MODEL_NAME, SCALAR_FEATURES, scalar_features
 from stream.settings import shared_data
 from training.gate import add_gate_arguments
-from training.reliability import expected_calibration_error, reliability
+from training.reliability import ece_of, reliability
 from training.result import TrainResult
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "DATA_DIR", "GATE_PRIMARY", "LABELS", "TASK", "Evaluation", "Exported", "Fitted", "Loaded", "WeightAverage",
     "add_arguments", "augment", "build_metadata", "build_model", "calibrated_probabilities", "check_arguments",
-    "data_hash", "drift_reference", "evaluate", "expected_calibration_error", "export_and_verify", "fit",
+    "data_hash", "drift_reference", "evaluate", "export_and_verify", "fit",
     "fit_temperatures", "flip_averaged", "gate_metrics", "inputs_of", "load", "load_split", "metrics", "publish",
     "run", "selection_score", "serving_model", "shards",
 ]
@@ -267,8 +267,8 @@ def metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
         out[f"{name}_average_precision"] = float(average_precision_score(y, p)) if has_both else float("nan")
         out[f"{name}_roc_auc"] = float(roc_auc_score(y, p)) if has_both else float("nan")
         out[f"{name}_accuracy"] = float(np.mean((p >= 0.5) == y))
-        out[f"{name}_ece"] = expected_calibration_error(p, y, bins=10)
         out[f"{name}_reliability"] = reliability(p, y, bins=10)
+        out[f"{name}_ece"] = ece_of(out[f"{name}_reliability"])
         if has_both:
             out[f"{name}_pr_curve"] = _pr_curve(y, p)
         out[f"{name}_positives"] = int(y.sum())

@@ -20,21 +20,22 @@ import tarfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from stream.errors import Rejected
 from stream.features.spectra import object_name, spectrum_features
 from stream.settings import shared_data
-from training.reliability import expected_calibration_error, reliability
+from training.reliability import ece_of, expected_calibration_error, reliability
 from training.smass.data import DEFAULT_DATA
 from training.smass.labels import BUS_TO_GROUP, parse_taxonomy
 
 __all__ = ["BORDER_PAIRS", "CONFIDENT", "DEFAULT_MAHLKE2022", "DEFAULT_SMASS1", "MAHLKE_TO_GROUP", "MahlkeSpectrum",
            "cross_survey_metrics", "evaluate_mahlke2022", "evaluate_mahlke2022_onnx", "evaluate_smass1",
-           "iter_mahlke2022", "iter_smass1", "main_group_labels"]
+           "iter_mahlke2022", "iter_smass1", "main_group_labels", "score_each", "serving_model"]
 
+T = TypeVar("T")
 DEFAULT_SMASS1 = shared_data() / "smass1" / "smass1data.tar.gz"
 ORIGIN = "http://smass.mit.edu/smass.html (Xu et al. 1995, Icarus 115, 1): smass1data.tar.gz"
 BORDER_PAIRS = ({"S", "Other"}, {"C", "X"})  # the confusions users care about (issue 13)
@@ -120,6 +121,7 @@ def cross_survey_metrics(predictions: list[Mapping[str, Any]], truth: list[str],
     border = np.array([bool(p.get("border")) for p in predictions], dtype=bool)
     across = np.array([{a, b} in BORDER_PAIRS for a, b in zip(pred, truth, strict=True)], dtype=bool)
     confident_wrong = (correct == 0) & (confidence > CONFIDENT)
+    diagram = reliability(confidence, correct, ECE_BINS) if n else None
     f1 = f1_score(truth, pred, labels=group_names, average=None, zero_division=0) if n else []
     wrong = [{"object": p["object"], "true": t, "predicted": p["main_group"], "confidence": round(float(c), 3),
               "border": p.get("border")}
@@ -134,9 +136,9 @@ def cross_survey_metrics(predictions: list[Mapping[str, Any]], truth: list[str],
         "confusion_matrix": {"labels": group_names, "rows": "true", "columns": "predicted",
                              "counts": confusion_matrix(truth, pred, labels=group_names).tolist() if n else []},
         "s_called_other": sum(1 for a, b in zip(truth, pred, strict=True) if a == "S" and b == "Other"),
-        "ece_top_class": expected_calibration_error(confidence, correct, ECE_BINS) if n else None,
+        "ece_top_class": ece_of(diagram) if n else None,
         "ece_top_class_uncalibrated": expected_calibration_error(raw_confidence, correct, ECE_BINS) if n else None,
-        "reliability": reliability(confidence, correct, ECE_BINS) if n else None,
+        "reliability": diagram if n else None,
         "ece_bins": ECE_BINS,
         "border_flagged_fraction": float(border.mean()) if n else None,
         "error_rate_flagged": float(1 - correct[border].mean()) if border.any() else None,
@@ -147,31 +149,44 @@ def cross_survey_metrics(predictions: list[Mapping[str, Any]], truth: list[str],
     }
 
 
+def serving_model(onnx_bytes: bytes, metadata: dict[str, Any]) -> Any:
+    """A candidate (ONNX bytes and the metadata it will be published with) as the stream would serve it."""
+    from stream.models.registry import ModelVersion
+    from stream.scoring.onnx_model import OnnxModel
+
+    return OnnxModel(ModelVersion("smass", "candidate", onnx_bytes, metadata))
+
+
+def score_each(model: Any, files: Iterable[tuple[str, bytes, T]]) -> tuple[list[tuple[T, dict, dict]], dict[str, int]]:
+    """Every (uri, bytes, item) file through the stream's reader and predictor, one at a time:
+    ([(item, features record, prediction)], how many each reason refused)."""
+    from stream.scoring.spectrum_predictor import predict_spectra
+
+    scored, rejected = [], {}
+    for uri, data, item in files:
+        try:
+            record = spectrum_features(data, uri=uri, file_id=uri, detected_at_ms=0)
+            [prediction] = predict_spectra(model, [record])
+        except Rejected as exc:
+            rejected[exc.reason] = rejected.get(exc.reason, 0) + 1
+            continue
+        scored.append((item, record, prediction))
+    return scored, rejected
+
+
 def evaluate_smass1(model: Any, archive: Path = DEFAULT_SMASS1, taxonomy_path: Path | None = None) -> dict[str, Any]:
     """Score every SMASS I spectrum of an asteroid with a main-group label as the stream does; the metrics.
 
     ``model`` is a stream.scoring.onnx_model.OnnxModel (its metadata drives coverage, calibration and the
     border flag). Files the reader or the predictor refuses count as rejected, with their reasons.
     """
-    from stream.scoring.spectrum_predictor import predict_spectra
-
     labels = main_group_labels(taxonomy_path or DEFAULT_DATA / "Bus.Taxonomy.txt")
-    predictions, truth, rejected, n_files = [], [], {}, 0
-    for name, data in iter_smass1(archive):
-        n_files += 1
-        obj = object_name(name)
-        if obj not in labels:
-            continue
-        try:
-            record = spectrum_features(data, uri=f"smass1/{name}", file_id=name, detected_at_ms=0)
-            [prediction] = predict_spectra(model, [record])
-        except Rejected as exc:
-            rejected[exc.reason] = rejected.get(exc.reason, 0) + 1
-            continue
-        predictions.append(prediction)
-        truth.append(labels[obj][1])
-    metrics = cross_survey_metrics(predictions, truth, list(model.metadata["class_names"]),
-                                   n_rejected=sum(rejected.values()))
+    files = list(iter_smass1(archive))
+    scored, rejected = score_each(model, ((f"smass1/{name}", data, labels[object_name(name)][1])
+                                          for name, data in files if object_name(name) in labels))
+    metrics = cross_survey_metrics([p for _, _, p in scored], [group for group, _, _ in scored],
+                                   list(model.metadata["class_names"]), n_rejected=sum(rejected.values()))
+    n_files = len(files)
     return {"data": {"origin": ORIGIN, "file": archive.name, "n_files": n_files,
                      "labels": "SMASSII Bus class of the same asteroid (Bus.Taxonomy.txt), main groups only"},
             "rejected_by_reason": rejected, **metrics,
@@ -190,21 +205,9 @@ def evaluate_mahlke2022(model: Any, path: Path = DEFAULT_MAHLKE2022) -> dict[str
     never learnt them); so are refused files (counted by reason). The list of every error is cut to the
     most confident ones (the metadata stays small).
     """
-    from stream.scoring.spectrum_predictor import predict_spectra
-
     groups = list(model.metadata["class_names"])
-    scored: list[tuple[dict, MahlkeSpectrum]] = []
-    rejected: dict[str, int] = {}
-    for row in iter_mahlke2022(path):
-        if row.group not in groups:
-            continue
-        try:
-            record = spectrum_features(row.table, uri=row.name, file_id=row.name, detected_at_ms=0)
-            [prediction] = predict_spectra(model, [record])
-        except Rejected as exc:
-            rejected[exc.reason] = rejected.get(exc.reason, 0) + 1
-            continue
-        scored.append((prediction, row))
+    found, rejected = score_each(model, ((r.name, r.table, r) for r in iter_mahlke2022(path) if r.group in groups))
+    scored = [(prediction, row) for row, _, prediction in found]
     metrics = cross_survey_metrics([p for p, _ in scored], [r.group for _, r in scored], groups,
                                    n_rejected=sum(rejected.values()))
     metrics["most_confident_errors"] = sorted(metrics.pop("wrong"), key=lambda w: -w["confidence"])[:8]
@@ -223,10 +226,7 @@ def evaluate_mahlke2022_onnx(onnx_bytes: bytes, metadata: dict[str, Any], path: 
                              log=print) -> dict[str, Any]:
     """``evaluate_mahlke2022`` of a candidate model (ONNX bytes and the metadata it will be published with),
     with a one-line summary to ``log``."""
-    from stream.models.registry import ModelVersion
-    from stream.scoring.onnx_model import OnnxModel
-
-    result = evaluate_mahlke2022(OnnxModel(ModelVersion("smass", "candidate", onnx_bytes, metadata)), path)
+    result = evaluate_mahlke2022(serving_model(onnx_bytes, metadata), path)
     log(f"Mahlke et al. 2022 (30 sources): weighted F1 {result['weighted_f1']:.4f} on {result['n_scored']} "
         f"({result['n_rejected']} rejected); ECE {result['ece_top_class']:.3f}; per source: "
         + ", ".join(f"{s} ECE {m['ece_top_class']:.3f}" for s, m in result["per_source"].items()))

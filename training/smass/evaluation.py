@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from training.reliability import expected_calibration_error, reliability
+from training.reliability import ece_of, reliability
 from training.smass.augmentation import grid_sigmas
 from training.smass.calibration import TEMPERATURE
 from training.smass.data import SmassData, coverage_masks
@@ -68,6 +68,7 @@ def cross_validate(data: SmassData, cfg: ModelConfig, folds: int, seed: int, thr
     pred = p_group.argmax(1)
     calibrated = temper(p_group, TEMPERATURE)  # as served: the metadata's temperature
     confidence, correct = calibrated.max(axis=1), (pred == g).astype(float)
+    diagram = reliability(confidence, correct)
     precision, recall, f1, support = precision_recall_fscore_support(
         g, pred, labels=range(len(GROUP_NAMES)), zero_division=0)
     f1s = np.array([f["weighted_f1"] for f in per_fold])
@@ -97,8 +98,8 @@ def cross_validate(data: SmassData, cfg: ModelConfig, folds: int, seed: int, thr
             "confusion_matrix": {"labels": list(GROUP_NAMES), "rows": "true", "columns": "predicted",
                                  "counts": confusion_matrix(g, pred, labels=range(len(GROUP_NAMES))).tolist()},
             # Calibrated top-class probability against being right, out of fold (the report's reliability diagram).
-            "reliability": reliability(confidence, correct),
-            "ece_top_class": expected_calibration_error(confidence, correct),
+            "reliability": diagram,
+            "ece_top_class": ece_of(diagram),
             "most_confident_errors": [
                 {"object": data.objects[i], "bus_class": data.bus_names[i], "true": GROUP_NAMES[g[i]],
                  "predicted": GROUP_NAMES[pred[i]], "confidence": round(float(confidence[i]), 4)}

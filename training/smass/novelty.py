@@ -226,7 +226,7 @@ def fit_novelty(x: np.ndarray, sigma: np.ndarray, mask: np.ndarray, seed: int = 
     return NoveltyHead(encoders, mixtures, calibration, fold_of, out_of_fold, cfg)
 
 
-def novelty_metadata(head: NoveltyHead, findings: dict | None = None) -> dict:
+def novelty_metadata(head: NoveltyHead) -> dict:
     """The model metadata's ``novelty`` section: what the stream needs to turn scores into p-values."""
     return {
         "output_name": OUTPUT_NAME,
@@ -234,5 +234,4 @@ def novelty_metadata(head: NoveltyHead, findings: dict | None = None) -> dict:
                   "of the slope-normalised spectrum; one (autoencoder, mixture) pair per SMASSII fold",
         "calibration_scores": [np.round(c, 5).tolist() for c in head.calibration],
         "config": asdict(head.config),
-        **({"findings": findings} if findings else {}),
     }

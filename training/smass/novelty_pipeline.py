@@ -69,8 +69,8 @@ def fit_head(data: SmassData, cfg: NoveltyConfig, seed: int, threads: int) -> No
                        threads=threads, cfg=cfg, log=_log)
 
 
-def attach(base_onnx: bytes, metadata: dict[str, Any], head: NoveltyHead, data: SmassData,
-           findings: dict | None = None) -> tuple[bytes, dict[str, Any]]:
+def attach(base_onnx: bytes, metadata: dict[str, Any], head: NoveltyHead,
+           data: SmassData) -> tuple[bytes, dict[str, Any]]:
     """(one ONNX file: the classifier and the head, its metadata): the head exported and checked against
     Keras on every training spectrum, merged, the I/O and smoke test redone, ``novelty`` added."""
     from stream.models.hot_swap import make_smoke_test
@@ -91,7 +91,7 @@ def attach(base_onnx: bytes, metadata: dict[str, Any], head: NoveltyHead, data: 
     inputs = {k: np.asarray(v, dtype=np.float32) for k, v in smoke.get("inputs", {}).items()}
     meta["smoke_test"] = {**smoke, **make_smoke_test(merged, inputs, atol=float(smoke.get("atol", 1e-4)))}
     meta["io"] = onnx_io(merged)
-    meta["novelty"] = novelty_metadata(head, findings)
+    meta["novelty"] = novelty_metadata(head)
     meta["novelty"]["onnx_vs_keras"] = check
     return merged, meta
 
@@ -123,15 +123,14 @@ def novelty_step(base_onnx: bytes, metadata: dict[str, Any], data: SmassData, cf
                  threads: int, smass1: Path | None, mahlke2022: Path | None, holdout: bool = True) -> NoveltyStep:
     """Fit the head on ``data``, merge it into ``base_onnx``, and measure it as the stream will score:
     the findings go into the metadata (``novelty.findings``, headline shares under ``metrics.novelty``)."""
-    from stream.models.registry import ModelVersion
-    from stream.scoring.onnx_model import OnnxModel
+    from training.smass.cross_survey import serving_model
     from training.smass.novelty_report import findings, most_novel_png
 
     started = time.perf_counter()
     head = fit_head(data, cfg, seed, threads)
     checked = holdout_check(data, cfg, seed, threads) if holdout else None
     merged, meta = attach(base_onnx, metadata, head, data)
-    candidate = OnnxModel(ModelVersion(TASK, "candidate", merged, meta))
+    candidate = serving_model(merged, meta)
     oof_p = np.array([np.mean(head.calibration[k] >= s) for k, s in zip(head.fold_of, head.out_of_fold, strict=True)])
     found, plots = findings(candidate, oof_p, data.objects, data.bus_names, smass1, mahlke2022, checked)
     meta["novelty"]["findings"] = found

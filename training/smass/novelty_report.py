@@ -15,9 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from stream.errors import Rejected
 from stream.features import spectra
-from training.smass.cross_survey import iter_mahlke2022, iter_smass1
+from training.smass.cross_survey import iter_mahlke2022, iter_smass1, score_each
 from training.smass.figures import spectra_png
 
 __all__ = ["ALPHAS", "findings", "most_novel_png", "score_files", "share_below"]
@@ -29,20 +28,10 @@ MOST_NOVEL = 8  # spectra listed and plotted per set
 def score_files(model: Any, files: Iterable[tuple[str, bytes, dict]]) -> tuple[list[dict], dict[str, int]]:
     """(scored, rejected reasons): each scored entry is the file's extra fields with the prediction's
     ``novelty``, ``main_group``, ``bus_class`` and its grid values (for plots)."""
-    from stream.scoring.spectrum_predictor import predict_spectra
-
-    scored, rejected = [], defaultdict(int)
-    for name, data, extra in files:
-        try:
-            record = spectra.spectrum_features(data, uri=name, file_id=name, detected_at_ms=0)
-            [prediction] = predict_spectra(model, [record])
-        except Rejected as exc:
-            rejected[exc.reason] += 1
-            continue
-        scored.append({**extra, "name": name, "novelty": prediction["novelty"], "main_group": prediction["main_group"],
-                       "bus_class": prediction["bus_class"], "reflectance": record["reflectance"],
-                       "coverage": spectra.coverage_mask(record["quality"]).tolist()})
-    return scored, dict(rejected)
+    found, rejected = score_each(model, ((name, data, (name, extra)) for name, data, extra in files))
+    return [{**extra, "name": name, "novelty": p["novelty"], "main_group": p["main_group"], "bus_class": p["bus_class"],
+             "reflectance": record["reflectance"], "coverage": spectra.coverage_mask(record["quality"]).tolist()}
+            for (name, extra), record, p in found], rejected
 
 
 def share_below(p: np.ndarray | list[float]) -> dict[str, float]:

@@ -335,11 +335,9 @@ def _confident_errors_figure(data: SmassData, cv: dict) -> tuple[str, bytes]:
 def evaluate_cross_survey(onnx_bytes: bytes, metadata: dict, archive: Path, taxonomy_path: Path) -> dict:
     """SMASS I (another instrument) scored through the stream's reader and predictor with this model and
     its metadata (coverage input, calibration, border flag): training/smass/cross_survey.py."""
-    from stream.models.registry import ModelVersion
-    from stream.scoring.onnx_model import OnnxModel
-    from training.smass.cross_survey import evaluate_smass1
+    from training.smass.cross_survey import evaluate_smass1, serving_model
 
-    result = evaluate_smass1(OnnxModel(ModelVersion(TASK, "candidate", onnx_bytes, metadata)), archive, taxonomy_path)
+    result = evaluate_smass1(serving_model(onnx_bytes, metadata), archive, taxonomy_path)
     _log(f"SMASS I (other instrument): weighted F1 {result['weighted_f1']:.4f} on {result['n_scored']} "
          f"({result['n_rejected']} rejected); ECE {result['ece_top_class']:.3f}; "
          f"flagged {result['border_flagged_fraction']:.0%}")
