@@ -56,6 +56,8 @@ _FILES = {
     "Rejected": "rejected.avsc",
     "ModelUpdate": "model_update.avsc",
     "Label": "label.avsc",
+    "StarSector": "star_sector.avsc",
+    "StarState": "star_state.avsc",
 }
 SCHEMA_NAMES: tuple[str, ...] = tuple(_FILES)
 

@@ -25,6 +25,8 @@ TOPICS = {
     "rejected": "skystream.rejected",
     "models": "skystream.models",
     "labels": "skystream.labels",
+    "stars": "skystream.stars",  # a star's scored sectors, keyed by TIC id (stream/stars)
+    "stars.state": "skystream.stars.state",  # the stars table's changelog: each star's state, compacted
 }
 
 # A source checkout has pyproject.toml beside the stream package; an installed wheel does not.

@@ -213,10 +213,12 @@ def role_acls(app_id: str = "skystream", users: dict[str, str] | None = None) ->
     for key in ("predictions", "rejected"):
         allow("watcher", "read", "topic", t[key])
     # Workers: file events -> features -> predictions, alerts (and the filter topics alerts.<name>, made on
-    # first use), dead letters; the model announcements; their group (offsets are committed there).
-    for key in ("files", "features.spectrum", "features.lightcurve", "models", "alerts"):
+    # first use), dead letters; the model announcements; a star's sectors and the stars table's changelog
+    # (read back when a worker takes over a star); their group (offsets are committed there).
+    for key in ("files", "features.spectrum", "features.lightcurve", "models", "alerts", "stars", "stars.state"):
         allow("worker", "read", "topic", t[key])
-    for key in ("features.spectrum", "features.lightcurve", "predictions", "alerts", "rejected"):
+    for key in ("features.spectrum", "features.lightcurve", "predictions", "alerts", "rejected", "stars",
+                "stars.state"):
         allow("worker", "write", "topic", t[key])
     allow("worker", "write", "topic", f"{t['alerts']}.", prefixed=True)
     allow("worker", "create", "topic", f"{t['alerts']}.", prefixed=True)

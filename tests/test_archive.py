@@ -32,6 +32,7 @@ from stream.models.registry import BUNDLED, open_registry
 from stream.runtime.kafka import ensure_topics
 from stream.scoring.scorer import Scorer
 from stream.settings import TOPICS, Settings
+from stream.stars import sector_label
 
 WASP126 = ["hlsp_tess-data-alerts_tess_phot_00025155310-s01_tess_v1_lc.fits", "tic25155310_s06_lc.fits"]
 SPECTRA = ["a000004.[2]", "a000010.[2]", "au1996UK.[2]"]
@@ -60,9 +61,11 @@ def test_stream_results_are_archived_and_history_survives_the_stream(tmp_path: P
         settings = stack.settings()
         subprocess.run([sys.executable, "-m", "stream.cli", "watch", str(inputs), "--once", "--settle", "0",
                         "--metrics-port", "0"], env=stack.env(), check=True, capture_output=True, timeout=120)
-        out = asyncio.run(collect(stack.broker, lambda c: len(c.outcomes()) >= 6, 300))
-        assert len(out.predictions) >= 5 and out.rejected
-        wait_until(lambda: len(history("TIC 25155310", settings=settings)) == 2, 120, "WASP-126 in the archive")
+        # Both WASP-126 sectors, then the star's search over both (stream/stars) and its alert's update.
+        out = asyncio.run(collect(stack.broker, lambda c: len(c.outcomes()) >= 6 and any(
+            a.get("sectors") for a in c.alerts), 300))
+        assert len(out.predictions) >= 6 and out.rejected
+        wait_until(lambda: len(history("TIC 25155310", settings=settings)) == 3, 120, "WASP-126 in the archive")
         wait_until(lambda: read("rejected", settings=settings).num_rows >= 1, 60, "the dead letter in the archive")
 
         # A second archiver (another group) reads the same topics again: every record arrives twice.
@@ -72,9 +75,9 @@ def test_stream_results_are_archived_and_history_survives_the_stream(tmp_path: P
 
     # Everything has stopped (the broker's topics are gone with it): the archive alone answers.
     raw = read("predictions", settings=settings, dedupe=False)
-    assert raw.num_rows >= 2 * 5, "the second archiver wrote its copies"
+    assert raw.num_rows >= 2 * 6, "the second archiver wrote its copies"
     ids = read("predictions", settings=settings)["prediction_id"].to_pylist()
-    assert sorted(ids) == sorted({p["prediction_id"] for p in out.predictions}) and len(ids) == 5
+    assert sorted(ids) == sorted({p["prediction_id"] for p in out.predictions}) and len(ids) == 6
     alerts = read("alerts", settings=settings)["alert_id"].to_pylist()
     assert len(alerts) == len(set(alerts)) and {a["alert_id"] for a in out.alerts} <= set(alerts)
     assert read("alerts", settings=settings, dedupe=False).num_rows > len(alerts)
@@ -82,8 +85,9 @@ def test_stream_results_are_archived_and_history_survives_the_stream(tmp_path: P
     assert [(Path(d["uri"]).name, d["stage"]) for d in dead] == [("empty.txt", "watch")]
 
     rows = history("TIC 25155310", settings=settings)
-    assert [r["sector"] for r in rows] == [1, 6]
+    assert [sector_label(r) for r in rows] == ["1", "6", "1+6"]
     assert {Path(r["source"]).name for r in rows} == set(WASP126)
+    assert [Path(s).name for s in rows[2]["sources"]] == WASP126
     for r in rows:
         assert abs(_best_period(r) - WASP126_PERIOD) / WASP126_PERIOD < 0.005, r["signals"]
         assert r["tic_id"] == 25155310 and r["model"] == "tess-triage-cnn"
@@ -96,11 +100,11 @@ def test_stream_results_are_archived_and_history_survives_the_stream(tmp_path: P
     run = [sys.executable, "-m", "stream.cli", "history", "TIC 25155310"]
     table = subprocess.run(run, env=env, check=True, capture_output=True, text=True, timeout=120).stdout
     lines = [line for line in table.splitlines() if line.startswith("TIC 25155310")]
-    assert len(lines) == 2 and all("P=3.28" in line for line in lines), table
+    assert len(lines) == 3 and all("P=3.28" in line for line in lines), table
     listed = json.loads(subprocess.run(run + ["--format", "json"], env=env, check=True, capture_output=True,
                                        text=True, timeout=120).stdout)
-    assert sorted((r["sector"], r["prediction_id"]) for r in listed) == sorted(
-        (r["sector"], r["prediction_id"]) for r in rows)
+    assert sorted((sector_label(r), r["prediction_id"]) for r in listed) == sorted(
+        (sector_label(r), r["prediction_id"]) for r in rows)
 
     # Subscribers' filters over the archive, after the stream stopped: the planet with its numbers as fields.
     alerts_cmd = [sys.executable, "-m", "stream.cli", "alerts", "--archive", "--kind", "lightcurve",
@@ -108,7 +112,8 @@ def test_stream_results_are_archived_and_history_survives_the_stream(tmp_path: P
     out = subprocess.run(alerts_cmd, env=env, check=True, capture_output=True, text=True, timeout=120).stdout
     found = [json.loads(line) for line in out.splitlines() if line.strip()] if not out.lstrip().startswith("[") \
         else json.loads(out)
-    assert {a["sector"] for a in found if a["tic_id"] == 25155310} == {1, 6}, out[:500]
+    # Sector 1's alert in its latest version (updated by the search over sectors 1 and 6), and sector 6's.
+    assert sorted(sector_label(a) for a in found if a["tic_id"] == 25155310) == ["1+6", "6"], out[:500]
     for a in found:
         assert abs(a["period_days"] - WASP126_PERIOD) / WASP126_PERIOD < 0.005
         for key in ("epoch_btjd", "depth_ppm", "planet_radius_earth", "ra_deg", "dec_deg", "observation_start"):

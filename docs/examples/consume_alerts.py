@@ -51,7 +51,9 @@ async def consume(broker: str, topic: str, schema_dir: Path, timeout: float) -> 
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=broker, auto_offset_reset="earliest",
                                 enable_auto_commit=False, group_id=None)
     await consumer.start()
-    seen = set()  # delivery is at-least-once: the same alert_id may come twice
+    # Delivery is at-least-once: the same alert may come twice. The same alert_id with more sectors is no
+    # repeat but an update (a signal confirmed over more sectors of its star), so both are the key.
+    seen = set()
     try:
         while True:
             batches = await consumer.getmany(timeout_ms=int(timeout * 1000))
@@ -60,9 +62,12 @@ async def consume(broker: str, topic: str, schema_dir: Path, timeout: float) -> 
             for messages in batches.values():
                 for m in messages:
                     alert = decode(m.value, newest, writers)
-                    if alert is None or alert["alert_id"] in seen:
+                    if alert is None:
                         continue
-                    seen.add(alert["alert_id"])
+                    version = (alert["alert_id"], tuple(alert.get("sectors") or ()))
+                    if version in seen:
+                        continue
+                    seen.add(version)
                     alert["figure_png"] = len(alert["figure_png"]) if alert["figure_png"] else None
                     print(json.dumps(alert), flush=True)
     finally:

@@ -6,7 +6,8 @@
 
 ``subscribe`` reads one alerts topic (``skystream.alerts`` or a filter's ``skystream.alerts.<name>``),
 decodes each message (any released Alert version, resolved to the current one), drops the copies
-that at-least-once delivery can repeat (same ``alert_id``), applies an optional ad-hoc filter (the
+that at-least-once delivery can repeat (same ``alert_id`` and sectors: ``alert_version``; an update of an
+alert over more sectors is delivered), applies an optional ad-hoc filter (the
 same evaluation as the workers' filters) and yields the alert records. Without ``follow`` it stops
 at the end of the topic. With ``group`` it resumes where that group stopped: offsets are committed
 after the alerts before them have been handed out, so a crash repeats an alert but never loses one.
@@ -26,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 import schemas
 from stream.alerts.filters import Filter, matches
+from stream.alerts.policy import alert_version
 from stream.runtime.kafka import bootstrap_servers, client_kwargs, read_to_end, topic_partitions
 from stream.settings import TOPICS, Settings
 
@@ -142,9 +144,10 @@ def _accept(message: Any, since_ms: int | None, where: Filter | None,
     except schemas.SchemaError as exc:
         log.warning("skipping message %s[%d]@%d: %s", message.topic, message.partition, message.offset, exc)
         return None
-    if alert["alert_id"] in seen:
+    version = alert_version(alert)
+    if version in seen:
         return None  # a repeated copy (at-least-once delivery, or a replay): same content
-    seen[alert["alert_id"]] = None
+    seen[version] = None
     if len(seen) > _DEDUP_MEMORY:
         seen.popitem(last=False)
     if where is not None and not matches(where, alert):

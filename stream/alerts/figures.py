@@ -26,10 +26,16 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import ScalarFormatter
 
 from stream.features import transits
-from stream.features.lightcurves import read_lightcurve
+from stream.features.lightcurves import LightCurve, read_lightcurve, stitch
 from stream.settings import Settings
 
-__all__ = ["diagnostic_png", "folded_views", "signal_png", "source_bytes"]
+__all__ = ["diagnostic_png", "folded_views", "lightcurve_png", "prediction_lightcurve", "signal_png", "source_bytes"]
+
+
+def _sectors_text(sectors: Sequence[int]) -> str:
+    if len(sectors) > 1:
+        return "sectors " + "+".join(str(s) for s in sectors)
+    return f"sector {sectors[0]}" if sectors else "sector ?"
 
 
 def _markers(xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -137,7 +143,21 @@ def diagnostic_png(
     (the keyword arguments override them). ``earlier``: the signals found before it in the same
     search, whose transits are left out of its folded views, as they were of the views the model read.
     """
-    lc = read_lightcurve(data)
+    return lightcurve_png(read_lightcurve(data), signal, triage_probability=triage_probability,
+                          planet_probability=planet_probability, title=title, earlier=earlier, dpi=dpi)
+
+
+def lightcurve_png(
+    lc: LightCurve,
+    signal: dict[str, Any],
+    *,
+    triage_probability: float | None = None,
+    planet_probability: float | None = None,
+    title: str | None = None,
+    earlier: Sequence[dict[str, Any]] = (),
+    dpi: int = 72,
+) -> bytes:
+    """``diagnostic_png`` of a light curve already read (one sector, or a star's sectors stitched)."""
     flat, _, config = transits.adaptive_detrend(lc)
     periods, power = transits.periodogram(lc, config)
     period, epoch = float(signal["period_days"]), float(signal["epoch_btjd"])
@@ -152,7 +172,7 @@ def diagnostic_png(
     first = epoch + np.ceil((lc.time[0] - epoch) / period) * period
     g, loc = folded_views(lc.time, flat, signal, earlier, config)
     titles = (
-        title or f"{lc.object} sector {lc.sector}: detrended {lc.flux_column} (30-min bins)",
+        title or f"{lc.object} {_sectors_text(lc.sectors)}: detrended {lc.flux_column} (30-min bins)",
         f"P = {period:.5f} d, T0 = {epoch:.4f} BTJD, duration {duration * 24:.2f} h, "
         f"depth {signal['depth_ppm']:.0f} ppm, SNR {signal['snr']:.1f}",
         f"global view ({g.size} bins)  {scores}",
@@ -175,12 +195,21 @@ def source_bytes(prediction: dict[str, Any], settings: Settings) -> bytes:
     return storage.read_bytes(prediction["source"])
 
 
+def prediction_lightcurve(prediction: dict[str, Any], settings: Settings) -> LightCurve:
+    """The light curve a prediction was made from, read again from its file, or from each sector's file
+    and stitched for a multi-sector prediction (``sources``)."""
+    sources = prediction.get("sources") or [prediction["source"]]
+    curves = [read_lightcurve(source_bytes({**prediction, "source": uri}, settings)) for uri in sources]
+    return curves[0] if len(curves) == 1 else stitch(curves)
+
+
 def signal_png(prediction: dict[str, Any], index: int, settings: Settings) -> bytes:
-    """The diagnostic figure of signal ``index`` of an archived light-curve prediction, drawn from its file."""
+    """The diagnostic figure of signal ``index`` of an archived light-curve prediction, drawn from its file(s)."""
     signals = prediction.get("signals") or []
     if not 0 <= index < len(signals):
         raise LookupError(f"prediction {prediction['prediction_id'][:16]} has no signal {index}")
     signal = signals[index]
-    title = (f"{prediction['object']} sector {prediction.get('sector')}: signal {index + 1} of {len(signals)}, "
+    sectors = prediction.get("sectors") or ([prediction["sector"]] if prediction.get("sector") is not None else [])
+    title = (f"{prediction['object']} {_sectors_text(sectors)}: signal {index + 1} of {len(signals)}, "
              f"P = {signal['period_days']:.4f} d" + (f" ({signal['known_toi']})" if signal.get("known_toi") else ""))
-    return diagnostic_png(source_bytes(prediction, settings), signal, title=title, earlier=signals[:index])
+    return lightcurve_png(prediction_lightcurve(prediction, settings), signal, title=title, earlier=signals[:index])

@@ -9,7 +9,7 @@ from typing import Any
 
 from stream.settings import Settings
 
-__all__ = ["alert_id_for", "alerts_for"]
+__all__ = ["alert_id_for", "alert_record", "alert_version", "alerts_for"]
 
 INLINE_FIGURE_LIMIT = 256 * 1024
 
@@ -42,13 +42,26 @@ def alert_id_for(prediction_id: str, reason: str, signal_index: int | None = Non
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _alert(prediction: dict[str, Any], reason: str, score: float, summary: str,
-           signal: dict[str, Any] | None = None, signal_index: int | None = None, **extra: Any) -> dict[str, Any]:
+def alert_version(alert: dict[str, Any]) -> str:
+    """What tells copies of an alert from updates of it: its id, and the sectors of a multi-sector search.
+
+    A repeated copy (at-least-once delivery, a replay) has the same version and content; an update (a
+    signal a sector alerted on, confirmed by more sectors: stream/stars) keeps the alert_id and lists
+    more sectors, so subscribers de-duplicating by version still receive it.
+    """
+    return alert["alert_id"] + ":" + "+".join(str(s) for s in alert.get("sectors") or ())
+
+
+def alert_record(prediction: dict[str, Any], reason: str, score: float, summary: str,
+                 signal: dict[str, Any] | None = None, signal_index: int | None = None, *,
+                 alert_id: str | None = None, **extra: Any) -> dict[str, Any]:
     """An Alert record (schemas/avro/alert.avsc): the prediction's numbers, and the signal's for a transit.
 
     Everything but ``alerted_at`` follows from the prediction, so a replay gives the same content.
+    ``alert_id`` replaces the id derived from the prediction: a multi-sector search updating an earlier
+    alert (stream/stars/search.py). ``extra``: figure_png or figure_uri.
     """
-    alert_id = alert_id_for(prediction["prediction_id"], reason, signal_index)
+    alert_id = alert_id or alert_id_for(prediction["prediction_id"], reason, signal_index)
     spectrum = prediction["kind"] == "spectrum"
     return {
         "alert_id": alert_id, "prediction_id": prediction["prediction_id"], "file_id": prediction["file_id"],
@@ -59,6 +72,7 @@ def _alert(prediction: dict[str, Any], reason: str, score: float, summary: str,
         **{k: prediction.get(k) for k in _TARGET_FIELDS},
         **{k: (signal or {}).get(k) for k in _TRANSIT_FIELDS},
         **{k: prediction.get(k) if spectrum else None for k in _SPECTRUM_FIELDS},
+        "sectors": prediction.get("sectors"),
     }
 
 
@@ -82,7 +96,7 @@ def alerts_for(prediction: dict[str, Any], settings: Settings | None = None) -> 
     for a in found:
         signal = prediction["signals"][a["signal_index"]]
         png = diagnostic_png(data, signal, title=a["summary"][:110], earlier=prediction["signals"][:a["signal_index"]])
-        out.append(_alert(prediction, a["reason"], a["score"], a["summary"], signal, a["signal_index"],
+        out.append(alert_record(prediction, a["reason"], a["score"], a["summary"], signal, a["signal_index"],
                           **_store_figure(png, a, prediction, Path(settings.artifacts))))
     return out
 
@@ -95,11 +109,11 @@ def _spectrum_alerts(prediction: dict[str, Any], settings: Settings) -> list[dic
     out = []
     p = prediction["probabilities"].get("Other", 0.0)
     if prediction["main_group"] == "Other" and p >= settings.alert_rare_threshold:
-        out.append(_alert(prediction, "rare-composition", p,
+        out.append(alert_record(prediction, "rare-composition", p,
                           f"asteroid {prediction['object']}: {prediction['bus_class']}-type (Other group, p={p:.2f})"))
     novelty = prediction.get("novelty")
     if novelty is not None and novelty < settings.alert_novelty_alpha:
-        out.append(_alert(prediction, "novel-spectrum", 1.0 - novelty,
+        out.append(alert_record(prediction, "novel-spectrum", 1.0 - novelty,
                           f"asteroid {prediction['object']}: spectrum unlike the training spectra (novelty "
                           f"p={novelty:.4f} < {settings.alert_novelty_alpha:g}; the model says "
                           f"{prediction['main_group']}, {prediction['bus_class']})"))

@@ -50,7 +50,8 @@ _SCORER: web.AppKey[Any] = web.AppKey("scorer", object)
 _SCORING: web.AppKey[asyncio.Semaphore] = web.AppKey("scoring", asyncio.Semaphore)
 _SPEC: web.AppKey[dict] = web.AppKey("openapi", dict)
 _NAME = re.compile(r"[^A-Za-z0-9._\-\[\]()+ ]+")
-_REASONS = ("planet-candidate", "known-planet-candidate", "rare-composition", "novel-spectrum")
+_REASONS = ("planet-candidate", "known-planet-candidate", "multi-sector-candidate", "rare-composition",
+            "novel-spectrum")
 
 
 def upload_limit(settings: Settings) -> int:

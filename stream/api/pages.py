@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from stream.stars import sector_label
+
 __all__ = ["alerts_page", "error_page", "models_page", "object_page", "object_url"]
 
 
@@ -62,8 +64,8 @@ def _key_numbers(a: Mapping[str, Any]) -> str:
             parts.append(f"R ≈ {_num(a['planet_radius_earth'], '.1f')} R⊕")
         if a.get("known_toi"):
             parts.append(f"TOI {_e(a['known_toi'])}")
-        if a.get("sector") is not None:
-            parts.append(f"sector {_e(a['sector'])}")
+        if label := sector_label(a):
+            parts.append(f"{'sectors' if a.get('sectors') else 'sector'} {_e(label)}")
         return " · ".join(parts)
     parts = [f"group {_e(a.get('main_group'))}", f"Bus class {_e(a.get('bus_class'))}",
              f"p(Bus) {_num(a.get('bus_probability'), '.2f')}"]
@@ -113,7 +115,12 @@ def object_page(object_id: str, history: Sequence[Mapping[str, Any]], alerts: Se
     if not history and not alerts:
         return _layout(object_id, '<p class="empty">Nothing archived for this object.</p>')
     parts = []
-    curves = [r for r in history if r.get("kind") == "lightcurve"]
+    # A star's one-sector predictions, and of its searches over several sectors the widest (the newest of
+    # those): the earlier ones, over fewer sectors, are what it superseded.
+    curves = [r for r in history if r.get("kind") == "lightcurve" and not r.get("sectors")]
+    stitched = [r for r in history if r.get("kind") == "lightcurve" and r.get("sectors")]
+    if stitched:
+        curves.append(max(stitched, key=lambda r: (len(r["sectors"]), r.get("published_at_ms") or 0)))
     spectra = [r for r in history if r.get("kind") == "spectrum"]
     if curves:
         base = f"/ui/objects/{quote(object_id, safe='')}"
@@ -121,7 +128,7 @@ def object_page(object_id: str, history: Sequence[Mapping[str, Any]], alerts: Se
         for r in curves:
             for i, s in enumerate(r.get("signals") or []):
                 anchor = _e(f"fold-{r['prediction_id'][:16]}-{i}")
-                rows.append([_e(r.get("sector")), _e(r.get("observation_start")), _num(s["period_days"], ".5f"),
+                rows.append([_e(sector_label(r)), _e(r.get("observation_start")), _num(s["period_days"], ".5f"),
                              _num(s.get("epoch_btjd"), ".4f"), _e(s.get("n_transits")), _num(s["depth_ppm"], ".0f"),
                              _num(s["snr"], ".1f"), _num(s["planet_probability"], ".2f"),
                              _e(s.get("known_toi") or "new"), _e(f"{r['model']} v{r['model_version']}"),
@@ -129,10 +136,10 @@ def object_page(object_id: str, history: Sequence[Mapping[str, Any]], alerts: Se
                 # Each signal folded, drawn on request from its light-curve file (while it is under the sources).
                 url = f"{base}/signals/{quote(r['prediction_id'], safe='')}/{i}.png"
                 folds.append(f'<figure id="{anchor}"><img loading="lazy" src="{_e(url)}" '
-                             f'alt="sector {_e(r.get("sector"))} signal {i + 1} folded">'
-                             f'<figcaption>sector {_e(r.get("sector"))}, signal {i + 1}: '
+                             f'alt="sector {_e(sector_label(r))} signal {i + 1} folded">'
+                             f'<figcaption>sector {_e(sector_label(r))}, signal {i + 1}: '
                              f'P = {_num(s["period_days"], ".4f")} d</figcaption></figure>')
-        parts.append("<h2>Transit signals by sector</h2>" + _table(
+        parts.append("<h2>Transit signals by sector, and over the star's sectors together (1+2+…)</h2>" + _table(
             ["sector", "observed from", "period (d)", "epoch (BTJD)", "transits", "depth (ppm)", "SNR", "P(planet)",
              "TOI", "model", ""], rows))
         if rows:
@@ -158,7 +165,7 @@ def object_page(object_id: str, history: Sequence[Mapping[str, Any]], alerts: Se
                          f'{_e(a["summary"])}</p><p class="numbers">{_key_numbers(a)}</p></div>{fig}</article>')
     parts.append("<h2>Every archived prediction</h2>" + _table(
         ["kind", "sector", "observed from", "model", "source", "published"],
-        [[_e(r.get("kind")), _e(r.get("sector")), _e(r.get("observation_start")),
+        [[_e(r.get("kind")), _e(sector_label(r)), _e(r.get("observation_start")),
           _e(f"{r['model']} v{r['model_version']}"), _e(r.get("source")), _when(r.get("published_at_ms"))]
          for r in history]))
     return _layout(object_id, "\n".join(parts))

@@ -143,7 +143,8 @@ ALERTS_QUERY = (
     Param("kind", "query", "lightcurve or spectrum (repeat or comma-separate for several)", pattern=_WORDS,
           many=True, max_items=5, hint="kinds: letters, digits, _ and -, separated by commas"),
     Param("reason", "query",
-          "planet-candidate, known-planet-candidate, rare-composition, novel-spectrum (several: as kind)",
+          "planet-candidate, known-planet-candidate, multi-sector-candidate, rare-composition, novel-spectrum "
+          "(several: as kind)",
           pattern=_WORDS, many=True, max_items=5, hint="reasons: letters, digits, _ and -, separated by commas"),
     Param("min_score", "query", "only alerts with score >= this (scores are probabilities)", type="number",
           minimum=0, maximum=1, hint="a number from 0 to 1"),

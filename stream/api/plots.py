@@ -180,16 +180,30 @@ def missing_evaluations(meta: Mapping[str, Any]) -> list[str]:
 
 
 def periods_png(history: list[Mapping[str, Any]], title: str) -> bytes:
-    """Each light-curve prediction's signals: period against sector, coloured by P(planet)."""
+    """Each light-curve prediction's signals: period against sector, coloured by P(planet). A search over
+    several sectors (the widest one) is a row of diamonds joined across the sectors it used."""
     fig = Figure(figsize=_SIZE)
     ax = fig.add_subplot()
     xs, ys, cs = [], [], []
     for row in history:
+        if row.get("sectors"):
+            continue
         for s in row.get("signals") or []:
             xs.append(row.get("sector") or 0)
             ys.append(s["period_days"])
             cs.append(s["planet_probability"])
-    points = ax.scatter(xs, ys, c=cs, cmap="viridis", vmin=0, vmax=1, s=60, edgecolors="black")
+    points = ax.scatter(xs, ys, c=cs, cmap="viridis", vmin=0, vmax=1, s=60, edgecolors="black",
+                        label="one sector")
+    stitched = [r for r in history if r.get("sectors")]
+    if stitched:
+        widest = max(stitched, key=lambda r: (len(r["sectors"]), r.get("published_at_ms") or 0))
+        for i, s in enumerate(widest.get("signals") or []):
+            n = len(widest["sectors"])
+            ax.plot(widest["sectors"], [s["period_days"]] * n, color="grey", lw=1, zorder=0)
+            ax.scatter(widest["sectors"], [s["period_days"]] * n, c=[s["planet_probability"]] * n, cmap="viridis",
+                       vmin=0, vmax=1, s=70, marker="D", edgecolors="black",
+                       label="sectors together" if i == 0 else None)
+        ax.legend(fontsize=8, loc="best")
     fig.colorbar(points, ax=ax, label="P(planet)")
     ax.set_xlabel("sector")
     ax.set_ylabel("period (days)")

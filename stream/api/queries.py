@@ -105,8 +105,8 @@ def alert_by_id(settings: Settings, alert_id: str) -> dict[str, Any] | None:
     from stream.archive import query
 
     ALERT_ID.check(alert_id)
-    rows = query.read("alerts", pc.field("alert_id") == alert_id, settings=settings)
-    found = rows.to_pylist(maps_as_pydicts="strict")
+    rows = query.read("alerts", pc.field("alert_id") == alert_id, settings=settings, dedupe=False)
+    found = query.latest_versions(rows.to_pylist(maps_as_pydicts="strict"))
     return found[0] if found else None
 
 

@@ -18,7 +18,7 @@ import pyarrow.dataset as ds
 from stream.archive.store import DAY, RECORD_TYPES, archive_uri, dataset_schema, open_location
 from stream.settings import Settings
 
-__all__ = ["alerts", "history", "object_names", "open_dataset", "read", "unique"]
+__all__ = ["alerts", "history", "latest_versions", "object_names", "open_dataset", "read", "unique"]
 
 _TIC = re.compile(r"tic\s*-?\s*(\d+)", re.IGNORECASE)
 _PROVISIONAL = re.compile(r"(\d{4})\s*([A-Za-z]{2})(\d*)")
@@ -79,17 +79,32 @@ def object_names(text: str) -> list[str]:
 
 def history(object_id: str, *, uri: str | None = None, settings: Settings | None = None) -> list[dict[str, Any]]:
     """Every prediction archived for a TIC id or asteroid, across sectors, files and model versions,
-    one per prediction (duplicates removed), oldest observation first (then publication)."""
+    one per prediction (duplicates removed), oldest observation first (then publication); a star's
+    searches over several sectors come after its one-sector ones, fewest sectors first."""
     names = object_names(object_id)
     rows = read("predictions", pc.field("object").isin(names), uri=uri, settings=settings)
     records = rows.to_pylist(maps_as_pydicts="strict")
     return sorted(records, key=lambda r: (r["object"], r["sector"] is None, r["sector"] or 0,
-                                          r["observation_start"] or "", r["published_at_ms"]))
+                                          len(r.get("sectors") or ()), r["observation_start"] or "",
+                                          r["published_at_ms"]))
 
 
 def alerts(*, since_ms: int | None = None, uri: str | None = None,
            settings: Settings | None = None) -> list[dict[str, Any]]:
-    """Every archived alert (one per alert_id), oldest first, as Alert records; only those published
-    at or after ``since_ms`` when given. Subscribers run their filters over these (`alerts --archive`)."""
+    """Every archived alert (one per alert_id: its latest update), oldest first, as Alert records; only
+    those published at or after ``since_ms`` when given. Subscribers run their filters over these
+    (`alerts --archive`)."""
     where = pc.field("published_at_ms") >= since_ms if since_ms is not None else None
-    return read("alerts", where, uri=uri, settings=settings).to_pylist(maps_as_pydicts="strict")
+    rows = read("alerts", where, uri=uri, settings=settings, dedupe=False)
+    return latest_versions(rows.to_pylist(maps_as_pydicts="strict"))
+
+
+def latest_versions(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One alert per alert_id, in the order given: of an alert updated by a search over more sectors
+    (stream/stars), the version over the most sectors, where that version was published."""
+    best: dict[str, tuple[int, dict[str, Any]]] = {}
+    for i, a in enumerate(alerts):
+        held = best.get(a["alert_id"])
+        if held is None or len(a.get("sectors") or ()) > len(held[1].get("sectors") or ()):
+            best[a["alert_id"]] = (i, a)
+    return [a for _, a in sorted(best.values(), key=lambda kept: kept[0])]

@@ -15,6 +15,7 @@ from typing import Any
 
 from stream.cli.common import broker_arg, require_broker
 from stream.settings import Settings
+from stream.stars import sector_label
 
 __all__ = ["cmd_archive", "cmd_history", "register"]
 
@@ -99,7 +100,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
         # Spectra carry no observation date (SMASS files have none): show when it was scored instead.
         day = (r["observation_start"] or "")[:10] or datetime.fromtimestamp(
             r["published_at_ms"] / 1000, UTC).strftime("(%Y-%m-%d)")
-        lines.append(TABLE.format(r["object"][:14], r["kind"], r["sector"] if r["sector"] is not None else "",
+        lines.append(TABLE.format(r["object"][:14], r["kind"], sector_label(r),
                                   day, _answer(r)[:44], f"{r['model']} v{r['model_version']}"[:20],
                                   Path(r["source"]).name))
     return "\n".join(lines)
@@ -145,11 +146,11 @@ def _signals_table(rows: list[dict[str, Any]]) -> str:
         if r["kind"] != "lightcurve":
             continue
         if not r["signals"]:
-            lines.append(SIGNALS.format(r["object"][:14], r["sector"] or "", "", "no signal", "", "", "", "", "", "",
+            lines.append(SIGNALS.format(r["object"][:14], sector_label(r), "", "no signal", "", "", "", "", "", "",
                                         "", Path(r["source"]).name))
         for i, s in enumerate(r["signals"] or []):
             lines.append(SIGNALS.format(
-                r["object"][:14], r["sector"] or "", i + 1, f"{s['period_days']:.5f}", f"{s['epoch_btjd']:.4f}",
+                r["object"][:14], sector_label(r), i + 1, f"{s['period_days']:.5f}", f"{s['epoch_btjd']:.4f}",
                 f"{s['duration_hours']:.2f}", f"{s['depth_ppm']:.0f}", f"{s['snr']:.1f}", s["n_transits"],
                 f"{s['planet_probability']:.2f}", (s["known_toi"] or "new")[:24], Path(r["source"]).name))
     return "\n".join(lines)
@@ -164,11 +165,12 @@ def _write_figures(rows: list[dict[str, Any]], folder: Path, settings: Settings)
     failed = 0
     for r in (r for r in rows if r["kind"] == "lightcurve"):
         for i in range(len(r["signals"] or [])):
-            path = folder / f"{r['object'].replace(' ', '')}_s{r['sector'] or 0:02d}_{i + 1}_v{r['model_version']}.png"
+            sectors = "-".join(f"{n:02d}" for n in r.get("sectors") or [r["sector"] or 0])
+            path = folder / f"{r['object'].replace(' ', '')}_s{sectors}_{i + 1}_v{r['model_version']}.png"
             try:
                 path.write_bytes(signal_png(r, i, settings))
                 print(f"wrote {path}", file=sys.stderr)
             except Rejected as exc:
                 failed += 1
-                print(f"cannot draw {r['object']} sector {r['sector']} signal {i + 1}: {exc}", file=sys.stderr)
+                print(f"cannot draw {r['object']} sector {sector_label(r)} signal {i + 1}: {exc}", file=sys.stderr)
     return 1 if failed else 0

@@ -88,9 +88,13 @@ RETENTION: dict[str, dict[str, str]] = {
     "alerts": {"retention.ms": str(30 * DAY_MS), "retention.bytes": str(4 * GIB)},
     "rejected": {"retention.ms": str(30 * DAY_MS), "retention.bytes": str(4 * GIB)},
     "models": {"cleanup.policy": "compact"},
+    # A star's sectors are read once by the stars agent, which keeps them in its state: a week, as features.
+    "stars": {"retention.ms": str(7 * DAY_MS), "retention.bytes": str(GIB)},
+    # The state of every star followed (the stars table's changelog): the newest per star, for good.
+    "stars.state": {"cleanup.policy": "compact"},
     "labels": {"retention.ms": "-1"},
 }
-DATA_TOPICS = ("files", "features.spectrum", "features.lightcurve", "predictions", "alerts", "rejected")
+DATA_TOPICS = ("files", "features.spectrum", "features.lightcurve", "predictions", "alerts", "rejected", "stars")
 
 
 def topic_configs(key: str, settings: Settings) -> dict[str, str]:

@@ -162,6 +162,8 @@ def predict_spectra(model: OnnxModel, features: list[dict[str, Any]], toi: Any =
                 "border": border,
                 "border_reason": border_reason,
                 "novelty": None if novelty is None else float(novelty[i]),
+                "sectors": None,
+                "sources": None,
             }
         )
     return results

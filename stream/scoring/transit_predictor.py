@@ -160,6 +160,8 @@ def predict_transits(model: OnnxModel, features: list[dict[str, Any]], toi: Any 
             "asteroid_number": None,
             "designation": None,
             "bus_probabilities": None,
+            "sectors": None,  # one file; stream/stars sets these for a search over several sectors
+            "sources": None,
         })
     return out
 
@@ -179,7 +181,9 @@ def transit_alerts(prediction: dict[str, Any], policy: dict[str, float] | None =
             reason = "known-planet-candidate" if s.get("known_toi") else "planet-candidate"
             radius = f", Rp~{s['planet_radius_earth']:.1f} Re" if s.get("planet_radius_earth") else ""
             known = f", matches {s['known_toi']}" if s.get("known_toi") else ", new"
-            summary = (f"{prediction['object']} sector {prediction.get('sector')}: P={s['period_days']:.4f} d, "
+            sectors = prediction.get("sectors")
+            where = ("sectors " + "+".join(map(str, sectors))) if sectors else f"sector {prediction.get('sector')}"
+            summary = (f"{prediction['object']} {where}: P={s['period_days']:.4f} d, "
                        f"depth {s['depth_ppm']:.0f} ppm{radius}, SNR {s['snr']:.1f}, "
                        f"P(planet)={s['planet_probability']:.2f}{known}")
             alerts.append({"reason": reason, "score": float(s["planet_probability"]), "summary": summary,

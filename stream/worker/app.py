@@ -1,4 +1,5 @@
-"""The Faust workers: preprocess (file event -> features) and score (features -> prediction -> alert).
+"""The Faust workers: preprocess (file event -> features), score (features -> prediction -> alert) and
+stars (a star's scored sectors -> a search over all of them -> multi-sector prediction -> alert).
 
 Delivery is at-least-once: Faust commits an offset only after the agent has finished the event, so
 a worker that stops mid-stream leaves its uncommitted events to the next owner of the partition.
@@ -31,6 +32,7 @@ from stream.runtime.profiles import BrokerProfile, describe, resolve_profile
 from stream.scoring.publish import score_and_publish
 from stream.scoring.scorer import scorer_for
 from stream.settings import TOPICS, Settings
+from stream.stars import agent as stars
 from stream.worker import events as worker
 from stream.worker import transport
 from stream.worker.exits import EXIT_STALLED
@@ -46,9 +48,10 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings, broker: str, worker_name: str = "worker", loglevel: str = "warning",
                profile: BrokerProfile | None = None) -> faust.App:
-    """The Faust app of one worker: a preprocess agent, a score agent per kind, the lag exporter and
-    the model-update follower, set up for ``profile`` (None: ask the broker, stream/runtime/profiles.py).
-    The per-event logic is in stream/worker/events.py."""
+    """The Faust app of one worker: a preprocess agent, a score agent per kind, the stars agent and its
+    table (stream/stars), the lag exporter and the model-update follower, set up for ``profile`` (None:
+    ask the broker, stream/runtime/profiles.py). The per-event logic is in stream/worker/events.py and
+    stream/stars/agent.py."""
     if profile is None:
         profile = asyncio.run(resolve_profile(broker, settings))
     guarantee = _processing_guarantee(settings, profile)
@@ -74,6 +77,9 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
         broker_commit_interval=1.0,
         producer_linger_ms=2,
         processing_guarantee=guarantee,
+        # Every topic, the stars table's changelog too, is made by ensure_topics (stream/runtime/kafka.py)
+        # with its partitions and retention; on a secured cluster the workers may not create topics at all.
+        topic_allow_declare=False,
     )
     topics = {name: app.topic(name, key_type=bytes, value_type=bytes, internal=False) for name in TOPICS.values()}
     settings_with_broker = dataclasses.replace(settings, broker=broker)
@@ -114,13 +120,37 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
                 batch = [event.value for event in events]
                 with stall_watch.working(kind.features_topic):
                     # No model yet or registry unreachable: pause on this batch until one can serve.
-                    await worker.until_available("score", lambda b=batch: score_and_publish(scorer, kind, b, sink))
+                    outcomes = await worker.until_available(
+                        "score", lambda b=batch: score_and_publish(scorer, kind, b, sink))
+                    if kind.name == "lightcurve":  # each scored sector joins its star's state
+                        await stars.send_sectors(batch, outcomes, sink)
                     await sink.flush()
 
         app.agent(topics[kind.features_topic], name=f"score-{kind.name}")(score)
 
     for kind in kinds.KINDS:
         score_agent(kind)
+
+    # Each star's state (stream/stars): a table keyed by TIC id, its changelog the compacted
+    # skystream.stars.state, partitioned as skystream.stars so a star's sectors and state meet in one worker.
+    star_states = app.Table(
+        "stars-state", key_type=bytes, value_type=bytes, partitions=settings.partitions,
+        changelog_topic=app.topic(TOPICS["stars.state"], key_type=bytes, value_type=bytes,
+                                  partitions=settings.partitions, compacting=True, deleting=False, internal=False))
+
+    @app.agent(topics[TOPICS["stars"]], name="stars")
+    async def follow_stars(stream: faust.Stream) -> None:
+        """Agent: add each scored sector to its star's state and search the star's sectors together."""
+        sink = TopicSink(topics, producer=producer)
+        # One event at a time: the table is written in the event's context (its changelog partition).
+        async for event in stream.events():
+            with stall_watch.working(TOPICS["stars"]):
+                state = await worker.until_available("stars", lambda e=event: stars.on_sector(
+                    e.key, e.value, star_states, scorer, sink))
+                await sink.flush()  # outputs first: a state on the broker says they were delivered
+                if state is not None:
+                    star_states[event.key] = state
+                    await app.producer.flush()  # the changelog has it before the event is committed
 
     if settings.filters:
         # User-defined filters (docs/filters.md): every matching alert also goes to skystream.alerts.<name>.

@@ -201,7 +201,7 @@ async def until_available(stage: str, attempt: Callable[[], Awaitable[T]], *, fi
 
 def start_series() -> None:
     """Create the message counters at 0: rate()/increase() cannot see a counter's first sample."""
-    for agent in ("preprocess", "score"):
+    for agent in ("preprocess", "score", "stars"):
         for outcome in ("ok", "rejected"):
             MESSAGES_PROCESSED.labels(agent=agent, outcome=outcome)
         PAUSED.labels(stage=agent).set(0)
