@@ -77,3 +77,20 @@ def predict_file(path: Path, scorer: Any, detected_at_ms: int = 1) -> tuple[str,
                                  detected_at_ms=detected_at_ms)
     (prediction,) = scorer.score(kind, [features])
     return kind, prediction
+
+
+async def produce_alerts(broker: str, alerts: list[dict[str, Any]]) -> None:
+    """Publish Alert records on the alerts topic, one at a time, keyed by file_id as workers key them."""
+    from aiokafka import AIOKafkaProducer
+
+    import schemas
+    from stream.runtime.kafka import bootstrap_servers
+    from stream.settings import TOPICS
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(broker))
+    await producer.start()
+    try:
+        for a in alerts:
+            await producer.send_and_wait(TOPICS["alerts"], schemas.encode("Alert", a), key=a["file_id"].encode())
+    finally:
+        await producer.stop()

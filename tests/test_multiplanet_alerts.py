@@ -20,10 +20,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaProducer
 from astropy.io import fits
 from data_paths import require_data
-from helpers import predict_file, trapezoid
+from helpers import predict_file, produce_alerts, trapezoid
 from test_api import fetch, get_json, page, serving
 
 import schemas
@@ -34,9 +33,9 @@ from stream.archive import query
 from stream.archive.writer import day_of, to_row, write_batch
 from stream.cli.entry import main
 from stream.models.registry import BUNDLED
-from stream.runtime.kafka import bootstrap_servers, ensure_topics
+from stream.runtime.kafka import ensure_topics
 from stream.scoring.scorer import scorer_for
-from stream.settings import TOPICS, Settings
+from stream.settings import Settings
 
 HOST = "tic188172563_s09_lc.fits"  # not a TOI host; quiet enough that all three planets pass the policy
 HOST_OBJECT = "TIC 188172563"
@@ -131,16 +130,6 @@ def test_the_filter_agent_routes_every_planet(scored: tuple[dict, list[dict]]) -
     assert route_alerts({flt.name: flt}, messages) == [(flt.topic, key, value) for key, value in messages]
 
 
-async def _produce(broker: str, alerts: list[dict[str, Any]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(broker))
-    await producer.start()
-    try:
-        for a in alerts:
-            await producer.send_and_wait(TOPICS["alerts"], schemas.encode("Alert", a), key=a["file_id"].encode())
-    finally:
-        await producer.stop()
-
-
 def alerts_cli(capsys: pytest.CaptureFixture[str], *args: str) -> list[dict[str, Any]]:
     capsys.readouterr()
     assert main(["alerts", "--format", "json", *args]) == 0
@@ -156,7 +145,7 @@ def test_skystream_alerts_drops_repeats_but_keeps_every_planet(
     asyncio.run(ensure_topics(broker, Settings(broker=broker, partitions=2)))
     # At-least-once delivery: each alert comes again, a later copy of the same content.
     replays = [dict(a, alerted_at="2099-01-01T00:00:00.000Z") for a in alerts]
-    asyncio.run(_produce(broker, alerts + replays))
+    asyncio.run(produce_alerts(broker, alerts + replays))
     got = alerts_cli(capsys, "--from-beginning")
     assert sorted(a["alert_id"] for a in got) == sorted(a["alert_id"] for a in alerts)
     assert sorted(a["period_days"] for a in got) == sorted(a["period_days"] for a in alerts)

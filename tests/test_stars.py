@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from data_paths import require_data
+from helpers import produce_alerts
 
 import schemas
 from stream import kinds
@@ -198,7 +199,7 @@ def test_subscribers_see_each_update_once_and_the_star_page_shows_the_sectors_to
     broker = embedded_broker.bootstrap
     monkeypatch.setenv("SKYSTREAM_BROKER", broker)
     asyncio.run(ensure_topics(broker, Settings(broker=broker, partitions=2)))
-    asyncio.run(_produce(broker, alerts + [dict(a, alerted_at="2099-01-01T00:00:00.000Z") for a in alerts]))
+    asyncio.run(produce_alerts(broker, alerts + [dict(a, alerted_at="2099-01-01T00:00:00.000Z") for a in alerts]))
     capsys.readouterr()
     assert main(["alerts", "--format", "json", "--from-beginning"]) == 0
     got = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
@@ -234,18 +235,6 @@ def test_subscribers_see_each_update_once_and_the_star_page_shows_the_sectors_to
         assert fetch(url + "/ui/objects/TIC%2025155310/periods.png")[:2] == (200, "image/png")
         status, _, body = fetch(url + f"/alerts/{original['alert_id']}/figure.png")
         assert status == 200 and body == update["figure_png"], "the figure of the alert's latest version"
-
-
-async def _produce(broker: str, alerts: list[dict[str, Any]]) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(bootstrap_servers=broker)
-    await producer.start()
-    try:
-        for a in alerts:
-            await producer.send_and_wait(TOPICS["alerts"], schemas.encode("Alert", a), key=a["file_id"].encode())
-    finally:
-        await producer.stop()
 
 
 @pytest.mark.kafka

@@ -29,7 +29,7 @@ from stream.features import transits
 from stream.features.lightcurves import LightCurve, read_lightcurve, stitch
 from stream.settings import Settings
 
-__all__ = ["diagnostic_png", "folded_views", "lightcurve_png", "prediction_lightcurve", "signal_png", "source_bytes"]
+__all__ = ["diagnostic_png", "folded_views", "prediction_lightcurve", "signal_png", "source_bytes"]
 
 
 def _sectors_text(sectors: Sequence[int]) -> str:
@@ -127,7 +127,7 @@ def folded_views(time: np.ndarray, flat: np.ndarray, signal: dict[str, Any], ear
 
 
 def diagnostic_png(
-    data: bytes,
+    source: bytes | LightCurve,
     signal: dict[str, Any],
     *,
     triage_probability: float | None = None,
@@ -136,28 +136,15 @@ def diagnostic_png(
     earlier: Sequence[dict[str, Any]] = (),
     dpi: int = 72,
 ) -> bytes:
-    """PNG bytes of the diagnostic figure for one signal of a light-curve FITS file.
+    """PNG bytes of the diagnostic figure for one signal of a light curve: a FITS file's bytes, or a
+    light curve already read (e.g. a star's sectors stitched).
 
     ``signal`` is a SignalPrediction (or TransitSignal) record: period_days, epoch_btjd,
     duration_hours, depth_ppm, snr and, when present, triage_probability/planet_probability
     (the keyword arguments override them). ``earlier``: the signals found before it in the same
     search, whose transits are left out of its folded views, as they were of the views the model read.
     """
-    return lightcurve_png(read_lightcurve(data), signal, triage_probability=triage_probability,
-                          planet_probability=planet_probability, title=title, earlier=earlier, dpi=dpi)
-
-
-def lightcurve_png(
-    lc: LightCurve,
-    signal: dict[str, Any],
-    *,
-    triage_probability: float | None = None,
-    planet_probability: float | None = None,
-    title: str | None = None,
-    earlier: Sequence[dict[str, Any]] = (),
-    dpi: int = 72,
-) -> bytes:
-    """``diagnostic_png`` of a light curve already read (one sector, or a star's sectors stitched)."""
+    lc = source if isinstance(source, LightCurve) else read_lightcurve(source)
     flat, _, config = transits.adaptive_detrend(lc)
     periods, power = transits.periodogram(lc, config)
     period, epoch = float(signal["period_days"]), float(signal["epoch_btjd"])
@@ -212,4 +199,4 @@ def signal_png(prediction: dict[str, Any], index: int, settings: Settings) -> by
     sectors = prediction.get("sectors") or ([prediction["sector"]] if prediction.get("sector") is not None else [])
     title = (f"{prediction['object']} {_sectors_text(sectors)}: signal {index + 1} of {len(signals)}, "
              f"P = {signal['period_days']:.4f} d" + (f" ({signal['known_toi']})" if signal.get("known_toi") else ""))
-    return lightcurve_png(prediction_lightcurve(prediction, settings), signal, title=title, earlier=signals[:index])
+    return diagnostic_png(prediction_lightcurve(prediction, settings), signal, title=title, earlier=signals[:index])

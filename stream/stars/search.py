@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream.alerts.figures import lightcurve_png
+from stream.alerts.figures import diagnostic_png
 from stream.alerts.policy import alert_id_for, alert_record
 from stream.features.transits import features_from_lightcurve
 from stream.scoring.transit_predictor import predict_transits, transit_alerts
@@ -95,7 +95,7 @@ def search_star(state: dict[str, Any], model: Any, toi: Any = None, *, figures: 
         taken.add(alert_id)
         extra: dict[str, Any] = {}
         if figures:
-            extra["figure_png"] = lightcurve_png(lc, signal, title=found["summary"][:110],
+            extra["figure_png"] = diagnostic_png(lc, signal, title=found["summary"][:110],
                                                  earlier=prediction["signals"][:index])
         alerts.append(alert_record(prediction, reason, found["score"], found["summary"], signal, index,
                                    alert_id=alert_id, **extra))
