@@ -169,6 +169,22 @@ def test_state_is_bounded_and_signals_match_by_period_and_phase(sectors: dict) -
     assert not same_signal(a, {**a, "period_days": 2 * 3.2888})
 
 
+def test_skystream_score_searches_a_star_given_in_several_sectors_as_the_stream_does(sectors: dict,
+                                                                                      scorer: Any) -> None:
+    from stream.scoring.offline import score_files
+
+    paths = [require_data("tess/lc/" + name) for name in WASP126[::-1]]
+    *files, star = list(score_files(scorer, paths))
+    assert [f["sector"] for f in files] == [6, 1] and star["sectors"] == [1, 6]
+    _, sink = _run([sectors[n][2] for n in WASP126], scorer)
+    (streamed,) = _decoded(sink, "predictions", "Prediction")
+    # The same prediction (its floats as the Prediction message carries them).
+    as_sent = schemas.decode(schemas.encode("Prediction", {**star, "detected_at_ms": 0}))[1]
+    assert as_sent["prediction_id"] == streamed["prediction_id"] and as_sent["signals"] == streamed["signals"]
+    assert len(list(score_files(scorer, paths, stars=False))) == 2
+    assert len(list(score_files(scorer, paths[:1] * 2))) == 2, "one sector twice is no star to stitch"
+
+
 def test_a_broken_sector_message_is_a_dead_letter(scorer: Any) -> None:
     sink = CollectingSink()
     assert asyncio.run(agent.on_sector(b"1", b"not avro", Table(), scorer, sink)) is None

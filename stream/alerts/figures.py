@@ -32,6 +32,16 @@ from stream.settings import Settings
 __all__ = ["diagnostic_png", "folded_views", "prediction_lightcurve", "signal_png", "source_bytes"]
 
 
+def _observed(times: np.ndarray, cadences: np.ndarray, within: float) -> np.ndarray:
+    """The ``times`` with a cadence within ``within`` days: transits in a gap (between a star's sectors,
+    or in a sector's mid-sector gap) are not marked."""
+    if times.size == 0 or cadences.size == 0:
+        return times
+    i = np.clip(np.searchsorted(cadences, times), 1, cadences.size - 1)
+    nearest = np.minimum(np.abs(cadences[i] - times), np.abs(cadences[i - 1] - times))
+    return times[nearest <= within]
+
+
 def _sectors_text(sectors: Sequence[int]) -> str:
     if len(sectors) > 1:
         return "sectors " + "+".join(str(s) for s in sectors)
@@ -165,8 +175,9 @@ def diagnostic_png(
         f"global view ({g.size} bins)  {scores}",
         f"local view ({loc.size} bins)",
     )
+    transit_times = _observed(np.arange(first, lc.time[-1] + duration, period), lc.time, duration)
     return _template(dpi).render(
-        t_bin=t_bin, y_ppm=(y_bin - 1.0) * 1e6, transit_times=np.arange(first, lc.time[-1] + duration, period),
+        t_bin=t_bin, y_ppm=(y_bin - 1.0) * 1e6, transit_times=transit_times,
         periods=periods, power=power, period=period, g=g, loc=loc,
         half_hours=min(period / 2, 2 * duration) * 24, titles=titles)
 

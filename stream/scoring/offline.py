@@ -2,7 +2,8 @@
 
 Each file is read, detected and preprocessed as the preprocess agent does, its features go through
 their Avro message (so the model sees exactly what a worker would), and the batch goes through the
-same ``score_and_publish`` as the score agents, into a sink that collects.
+same ``score_and_publish`` as the score agents, into a sink that collects. A star given in several
+sectors is then searched over all of them, with the stars agent's code (stream/stars).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from stream.features import detect
 from stream.ingest import storage
 from stream.scoring.publish import CollectingSink, score_and_publish
 from stream.scoring.scorer import Scorer
+from stream.stars.search import search_star
+from stream.stars.state import add_sector, empty_state, sector_message
 
 __all__ = ["data_features_message", "detect_kind", "features_message", "score_bytes", "score_files"]
 
@@ -47,12 +50,40 @@ def data_features_message(data: bytes, uri: str) -> tuple[kinds.Kind, bytes]:
     return kind, schemas.encode(kind.features_schema, record)
 
 
-def score_files(scorer: Scorer, paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
+def score_files(scorer: Scorer, paths: Iterable[Path], stars: bool = True) -> Iterator[dict[str, Any]]:
     """One result per file, in order, as soon as it is known: its prediction (without
-    ``detected_at_ms``), or ``{"source", "rejected": True, "reason", "error"}``. Never raises for one file."""
+    ``detected_at_ms``), or ``{"source", "rejected": True, "reason", "error"}``. Never raises for one file.
+
+    With ``stars``, then one more result per star given in two sectors or more: the search over all
+    its sectors together, as the stream's stars agent makes it once every sector has arrived
+    (stream/stars; a prediction with ``sectors``), or a rejection naming the star."""
+    sectors: dict[int, dict[int, bytes]] = {}  # TIC -> sector -> StarSector message (the last file given)
     with asyncio.Runner() as runner:
         for path in paths:
-            yield _score_one(runner, scorer, str(path.resolve()), lambda p=path: features_message(p))
+            kept: list[tuple[dict[str, Any], bytes]] = []
+            yield _score_one(runner, scorer, str(path.resolve()), lambda p=path: features_message(p), kept)
+            for prediction, message in kept:
+                if stars and (sector := sector_message(prediction, message, [])) is not None:
+                    sectors.setdefault(int(prediction["tic_id"]), {})[int(prediction["sector"])] = sector
+    for tic, by_sector in sectors.items():
+        if len(by_sector) >= 2:
+            yield _score_star(scorer, tic, list(by_sector.values()))
+
+
+def _score_star(scorer: Scorer, tic: int, messages: list[bytes]) -> dict[str, Any]:
+    """The search over a star's sectors, as ``score_files`` reports it."""
+    state = empty_state(tic)
+    try:
+        for message in messages:
+            state, _ = add_sector(state, message)
+        result = search_star(state, scorer.model("tess"), scorer.toi, figures=False)
+    except (Rejected, Unavailable) as exc:
+        return _rejected(f"TIC {tic}", exc.reason, str(exc))
+    except Exception as exc:  # never stop on one star
+        log.debug("star search failed", exc_info=True)
+        return _rejected(f"TIC {tic}", "internal-error", f"{type(exc).__name__}: {exc}")
+    assert result is not None  # two sectors or more
+    return {k: v for k, v in result.prediction.items() if k != "detected_at_ms"}
 
 
 def score_bytes(scorer: Scorer, data: bytes, uri: str) -> dict[str, Any]:
@@ -62,8 +93,9 @@ def score_bytes(scorer: Scorer, data: bytes, uri: str) -> dict[str, Any]:
         return _score_one(runner, scorer, uri, lambda: data_features_message(data, uri))
 
 
-def _score_one(runner: asyncio.Runner, scorer: Scorer, uri: str,
-               features: Callable[[], tuple[kinds.Kind, bytes]]) -> dict[str, Any]:
+def _score_one(runner: asyncio.Runner, scorer: Scorer, uri: str, features: Callable[[], tuple[kinds.Kind, bytes]],
+               kept: list[tuple[dict[str, Any], bytes]] | None = None) -> dict[str, Any]:
+    """One file's result; ``kept`` gets its (prediction, features message) when it has a prediction."""
     try:
         kind, message = features()
         outcome = runner.run(score_and_publish(scorer, kind, [message], CollectingSink(), alerts=False))[0]
@@ -78,6 +110,8 @@ def _score_one(runner: asyncio.Runner, scorer: Scorer, uri: str,
         if dead.get("reason") == "internal-error":
             error = f"{dead.get('error_type')}: {error}"
         return _rejected(uri, dead.get("reason", "internal-error"), error)
+    if kept is not None:
+        kept.append((outcome.prediction, message))
     return {k: v for k, v in outcome.prediction.items() if k != "detected_at_ms"}
 
 
