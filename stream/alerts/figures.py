@@ -28,6 +28,7 @@ from matplotlib.ticker import ScalarFormatter
 from stream.features import transits
 from stream.features.lightcurves import LightCurve, read_lightcurve, stitch
 from stream.settings import Settings
+from stream.stars import sectors_phrase
 
 __all__ = ["diagnostic_png", "folded_views", "prediction_lightcurve", "signal_png", "source_bytes"]
 
@@ -40,12 +41,6 @@ def _observed(times: np.ndarray, cadences: np.ndarray, within: float) -> np.ndar
     i = np.clip(np.searchsorted(cadences, times), 1, cadences.size - 1)
     nearest = np.minimum(np.abs(cadences[i] - times), np.abs(cadences[i - 1] - times))
     return times[nearest <= within]
-
-
-def _sectors_text(sectors: Sequence[int]) -> str:
-    if len(sectors) > 1:
-        return "sectors " + "+".join(str(s) for s in sectors)
-    return f"sector {sectors[0]}" if sectors else "sector ?"
 
 
 def _markers(xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -168,8 +163,9 @@ def diagnostic_png(
     t_bin, y_bin, _ = transits.bin_means(lc.time, flat, 30.0 / 1440.0)
     first = epoch + np.ceil((lc.time[0] - epoch) / period) * period
     g, loc = folded_views(lc.time, flat, signal, earlier, config)
+    where = sectors_phrase({"sectors": lc.sectors, "sector": lc.sector})
     titles = (
-        title or f"{lc.object} {_sectors_text(lc.sectors)}: detrended {lc.flux_column} (30-min bins)",
+        title or f"{lc.object} {where}: detrended {lc.flux_column} (30-min bins)",
         f"P = {period:.5f} d, T0 = {epoch:.4f} BTJD, duration {duration * 24:.2f} h, "
         f"depth {signal['depth_ppm']:.0f} ppm, SNR {signal['snr']:.1f}",
         f"global view ({g.size} bins)  {scores}",
@@ -207,7 +203,6 @@ def signal_png(prediction: dict[str, Any], index: int, settings: Settings) -> by
     if not 0 <= index < len(signals):
         raise LookupError(f"prediction {prediction['prediction_id'][:16]} has no signal {index}")
     signal = signals[index]
-    sectors = prediction.get("sectors") or ([prediction["sector"]] if prediction.get("sector") is not None else [])
-    title = (f"{prediction['object']} {_sectors_text(sectors)}: signal {index + 1} of {len(signals)}, "
+    title = (f"{prediction['object']} {sectors_phrase(prediction)}: signal {index + 1} of {len(signals)}, "
              f"P = {signal['period_days']:.4f} d" + (f" ({signal['known_toi']})" if signal.get("known_toi") else ""))
     return diagnostic_png(prediction_lightcurve(prediction, settings), signal, title=title, earlier=signals[:index])

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from stream.stars import sector_label
+from stream.stars import sector_label, sectors_phrase, widest_search
 
 __all__ = ["alerts_page", "error_page", "models_page", "object_page", "object_url"]
 
@@ -64,8 +64,8 @@ def _key_numbers(a: Mapping[str, Any]) -> str:
             parts.append(f"R ≈ {_num(a['planet_radius_earth'], '.1f')} R⊕")
         if a.get("known_toi"):
             parts.append(f"TOI {_e(a['known_toi'])}")
-        if label := sector_label(a):
-            parts.append(f"{'sectors' if a.get('sectors') else 'sector'} {_e(label)}")
+        if sector_label(a):
+            parts.append(_e(sectors_phrase(a)))
         return " · ".join(parts)
     parts = [f"group {_e(a.get('main_group'))}", f"Bus class {_e(a.get('bus_class'))}",
              f"p(Bus) {_num(a.get('bus_probability'), '.2f')}"]
@@ -118,9 +118,8 @@ def object_page(object_id: str, history: Sequence[Mapping[str, Any]], alerts: Se
     # A star's one-sector predictions, and of its searches over several sectors the widest (the newest of
     # those): the earlier ones, over fewer sectors, are what it superseded.
     curves = [r for r in history if r.get("kind") == "lightcurve" and not r.get("sectors")]
-    stitched = [r for r in history if r.get("kind") == "lightcurve" and r.get("sectors")]
-    if stitched:
-        curves.append(max(stitched, key=lambda r: (len(r["sectors"]), r.get("published_at_ms") or 0)))
+    if (widest := widest_search(history)) is not None:
+        curves.append(widest)
     spectra = [r for r in history if r.get("kind") == "spectrum"]
     if curves:
         base = f"/ui/objects/{quote(object_id, safe='')}"
@@ -136,8 +135,8 @@ def object_page(object_id: str, history: Sequence[Mapping[str, Any]], alerts: Se
                 # Each signal folded, drawn on request from its light-curve file (while it is under the sources).
                 url = f"{base}/signals/{quote(r['prediction_id'], safe='')}/{i}.png"
                 folds.append(f'<figure id="{anchor}"><img loading="lazy" src="{_e(url)}" '
-                             f'alt="sector {_e(sector_label(r))} signal {i + 1} folded">'
-                             f'<figcaption>sector {_e(sector_label(r))}, signal {i + 1}: '
+                             f'alt="{_e(sectors_phrase(r))} signal {i + 1} folded">'
+                             f'<figcaption>{_e(sectors_phrase(r))}, signal {i + 1}: '
                              f'P = {_num(s["period_days"], ".4f")} d</figcaption></figure>')
         parts.append("<h2>Transit signals by sector, and over the star's sectors together (1+2+…)</h2>" + _table(
             ["sector", "observed from", "period (d)", "epoch (BTJD)", "transits", "depth (ppm)", "SNR", "P(planet)",

@@ -14,6 +14,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from stream.stars import widest_search
+
 __all__ = ["model_figures", "missing_evaluations", "periods_png", "probabilities_png"]
 
 _SIZE = (6.4, 3.6)
@@ -194,9 +196,7 @@ def periods_png(history: list[Mapping[str, Any]], title: str) -> bytes:
             cs.append(s["planet_probability"])
     points = ax.scatter(xs, ys, c=cs, cmap="viridis", vmin=0, vmax=1, s=60, edgecolors="black",
                         label="one sector")
-    stitched = [r for r in history if r.get("sectors")]
-    if stitched:
-        widest = max(stitched, key=lambda r: (len(r["sectors"]), r.get("published_at_ms") or 0))
+    if (widest := widest_search(history)) is not None:
         for i, s in enumerate(widest.get("signals") or []):
             n = len(widest["sectors"])
             ax.plot(widest["sectors"], [s["period_days"]] * n, color="grey", lw=1, zorder=0)

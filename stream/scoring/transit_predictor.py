@@ -23,6 +23,7 @@ from stream.errors import Rejected
 from stream.features.lightcurves import btjd_to_utc_iso
 from stream.features.transits import GLOBAL_BINS, LOCAL_BINS
 from stream.scoring.onnx_model import OnnxModel
+from stream.stars import sectors_phrase
 
 __all__ = [
     "ALERT_POLICY",
@@ -181,9 +182,7 @@ def transit_alerts(prediction: dict[str, Any], policy: dict[str, float] | None =
             reason = "known-planet-candidate" if s.get("known_toi") else "planet-candidate"
             radius = f", Rp~{s['planet_radius_earth']:.1f} Re" if s.get("planet_radius_earth") else ""
             known = f", matches {s['known_toi']}" if s.get("known_toi") else ", new"
-            sectors = prediction.get("sectors")
-            where = ("sectors " + "+".join(map(str, sectors))) if sectors else f"sector {prediction.get('sector')}"
-            summary = (f"{prediction['object']} {where}: P={s['period_days']:.4f} d, "
+            summary = (f"{prediction['object']} {sectors_phrase(prediction)}: P={s['period_days']:.4f} d, "
                        f"depth {s['depth_ppm']:.0f} ppm{radius}, SNR {s['snr']:.1f}, "
                        f"P(planet)={s['planet_probability']:.2f}{known}")
             alerts.append({"reason": reason, "score": float(s["planet_probability"]), "summary": summary,

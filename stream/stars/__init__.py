@@ -30,10 +30,10 @@ by sector, so the order of arrival does not change the final answer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["sector_label"]
+__all__ = ["sector_label", "sectors_phrase", "widest_search"]
 
 
 def sector_label(record: Mapping[str, Any]) -> str:
@@ -42,3 +42,18 @@ def sector_label(record: Mapping[str, Any]) -> str:
     if record.get("sectors"):
         return "+".join(str(s) for s in record["sectors"])
     return "" if record.get("sector") is None else str(record["sector"])
+
+
+def sectors_phrase(record: Mapping[str, Any]) -> str:
+    """``sector_label`` in words, for titles and summaries: "sector 6", "sectors 1+6"."""
+    sectors = record.get("sectors") or ()
+    if len(sectors) > 1:
+        return "sectors " + sector_label(record)
+    return f"sector {sectors[0] if sectors else record.get('sector')}"
+
+
+def widest_search(records: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """Of a star's archived predictions, its search over the most sectors (the latest published of those):
+    the one the others, over fewer sectors, led up to. None when it has none."""
+    searches = [r for r in records if r.get("sectors")]
+    return max(searches, key=lambda r: (len(r["sectors"]), r.get("published_at_ms") or 0)) if searches else None

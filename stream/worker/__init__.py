@@ -4,8 +4,9 @@ Faust worker (supervisor), the stall watch (stall), the filter agent's side (fil
 exit codes by which a worker asks to be restarted (exits).
 
 The stars agent keeps each star's state in a Faust table whose changelog is a topic on the broker
-(stream/stars): it writes the state after the event's outputs are sent, so a replayed event meets a
-state that already has its sector and sends nothing twice, or one without it and sends the same again.
+(stream/stars): it writes the state only once the event's outputs are delivered, so a replayed event
+meets a state that already has its sector and sends nothing twice, or one without it and sends the same
+again.
 
 Delivery guarantee: at least once, with idempotent results. Every message about a file is keyed by
 its file_id, and the same file scored by the same model version always gives the same prediction_id

@@ -136,7 +136,7 @@ def create_app(settings: Settings, broker: str, worker_name: str = "worker", log
     star_states = app.Table(
         "stars-state", key_type=bytes, value_type=bytes, partitions=settings.partitions,
         changelog_topic=app.topic(TOPICS["stars.state"], key_type=bytes, value_type=bytes,
-                                  partitions=settings.partitions, compacting=True, deleting=False, internal=False))
+                                  partitions=settings.partitions, internal=False))
 
     @app.agent(topics[TOPICS["stars"]], name="stars")
     async def follow_stars(stream: faust.Stream) -> None:

@@ -58,8 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="SMASS I archive (smass1data.tar.gz) scored as a cross-instrument check and recorded "
                              "in the metadata (metrics.smass1); skipped when missing (default: %(default)s)")
     parser.add_argument("--mahlke2022", type=Path, default=DEFAULT_MAHLKE2022,
-                        help="Mahlke et al. 2022 visible set, scored per source for the novelty findings (skipped "
-                             "when missing; default: %(default)s)")
+                        help="Mahlke et al. 2022 visible set, scored per source for the classifier's metrics "
+                             "(metrics.mahlke2022) and the novelty findings (skipped when missing; default: "
+                             "%(default)s)")
     parser.add_argument("--report", type=Path, default=None, help="also write the metrics report as JSON here")
     parser.add_argument("--report-dir", type=Path, default=None,
                         help="write the training report here: its figures (confusion matrices, per-class scores, "
